@@ -40,4 +40,5 @@ internal static class Errno
     public const int EINPROGRESS = 115;
     public const int ECANCELED = 125;
     public const int ETIME = 62;
+    public const int EBADFD = 77;
 }

@@ -1,0 +1,78 @@
+using IoUring.Interop;
+using Xunit;
+using State = IoUring.IoUringAvailability.SystemState;
+
+namespace IoUring.Tests.Ring;
+
+/// <summary>The errno of a failed io_uring_setup maps to a reason an operator can act on.</summary>
+public class AvailabilityTests
+{
+    [Fact]
+    public void EnosysWithoutSeccompMeansTheKernelLacksIoUring()
+    {
+        var ex = IoUringAvailability.Classify(Errno.ENOSYS, new State(null, 0));
+        Assert.Equal(IoUringUnavailableReason.NotSupportedByKernel, ex.Reason);
+        Assert.Equal(Errno.ENOSYS, ex.Errno);
+        Assert.Contains("6.1", ex.Message);
+    }
+
+    [Fact]
+    public void EnosysUnderASeccompFilterPointsAtTheFilter()
+    {
+        var ex = IoUringAvailability.Classify(Errno.ENOSYS, new State(0, 2));
+        Assert.Equal(IoUringUnavailableReason.BlockedBySecurityPolicy, ex.Reason);
+        Assert.Contains("seccomp", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(2, "kernel.io_uring_disabled is 2")]
+    [InlineData(1, "kernel.io_uring_group")]
+    public void EpermWithTheSysctlSetNamesTheSysctl(int sysctl, string expected)
+    {
+        var ex = IoUringAvailability.Classify(Errno.EPERM, new State(sysctl, 0));
+        Assert.Equal(IoUringUnavailableReason.DisabledBySysctl, ex.Reason);
+        Assert.Contains(expected, ex.Message);
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(null)]
+    public void EpermWithTheSysctlAllowingItMeansASecurityPolicy(int? sysctl)
+    {
+        var ex = IoUringAvailability.Classify(Errno.EPERM, new State(sysctl, 2));
+        Assert.Equal(IoUringUnavailableReason.BlockedBySecurityPolicy, ex.Reason);
+        Assert.Contains("seccomp", ex.Message);
+    }
+
+    [Theory]
+    [InlineData(Errno.ENOMEM)]
+    [InlineData(Errno.EMFILE)]
+    [InlineData(Errno.ENFILE)]
+    public void ResourceErrnosMeanInsufficientResources(int errno)
+        => Assert.Equal(IoUringUnavailableReason.InsufficientResources, IoUringAvailability.Classify(errno, default).Reason);
+
+    [Fact]
+    public void EinvalMeansTheKernelIsTooOld()
+        => Assert.Equal(IoUringUnavailableReason.MissingKernelFeature, IoUringAvailability.Classify(Errno.EINVAL, default).Reason);
+
+    [Fact]
+    public void MissingOperationsAreNamed()
+    {
+        var ex = IoUringAvailability.MissingOperations(["SEND_ZC", "RECV"]);
+        Assert.Equal(IoUringUnavailableReason.MissingKernelFeature, ex.Reason);
+        Assert.Contains("SEND_ZC, RECV", ex.Message);
+    }
+
+    [Fact]
+    public void TheRealSystemStateReadsTheSysctl()
+    {
+        // This machine has the sysctl (Linux 6.6+) and runs io_uring, so it must read as enabled.
+        State state = State.Current;
+        if (RingTestHelpers.Kernel >= new System.Version(6, 6))
+        {
+            Assert.Equal(0, state.IoUringDisabled);
+        }
+
+        Assert.NotNull(state.SeccompMode);
+    }
+}
