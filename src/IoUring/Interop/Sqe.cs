@@ -159,8 +159,9 @@ internal unsafe struct Sqe
 
     /// <summary>
     /// io_uring_prep_timeout(3): completes with -ETIME after <paramref name="ts"/>, or with 0 once
-    /// <paramref name="count"/> other completions have been posted (0: time only). The timespec is
-    /// read at submission (copied since 5.x), so it may live on the caller's stack.
+    /// <paramref name="count"/> other completions have been posted (0: time only). The kernel copies
+    /// the timespec when it consumes the SQE (in io_uring_enter), so it must stay valid until the
+    /// next submit, not until the completion.
     /// </summary>
     public void PrepTimeout(KernelTimespec* ts, uint count, uint flags)
     {

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine needs to build and test the project. Idempotent.
+set -euo pipefail
+
+need_apt=()
+command -v curl >/dev/null || need_apt+=(curl)
+command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing ${need_apt[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v dotnet >/dev/null; then
+  echo "setup: the .NET 10 SDK is required (https://dot.net); 'dotnet' is not on PATH" >&2
+  exit 1
+fi
+
+kernel=$(uname -r)
+major=${kernel%%.*}; rest=${kernel#*.}; minor=${rest%%.*}
+if [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 1 ]; }; then
+  echo "setup: warning: kernel $kernel is older than 6.1; io_uring tests will fail or fall back" >&2
+fi

@@ -1,0 +1,183 @@
+using System;
+using System.Buffers;
+using System.IO;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks;
+using System.Threading.Tasks.Sources;
+using IoUring.Interop;
+using Microsoft.AspNetCore.Connections;
+
+namespace IoUring.Transport.Internal;
+
+internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
+{
+    private const int MaxIovecs = 64;
+    private const int MsgNoSignal = 0x4000; // MSG_NOSIGNAL: EPIPE as an error, never SIGPIPE
+
+    // Send state: the send loop fills it, posts OpSend, and awaits _sendCore; the ring thread
+    // owns it until it completes _sendCore. Never touched by both at once.
+    private ManualResetValueTaskSourceCore<int> _sendCore;
+    private MemoryHandle[] _sendHandles = null!;
+    private IoVec* _iovecs;       // native: the kernel reads it when it issues (and re-issues) the sendmsg
+    private MsgHdr* _msg;         // native, for the same reason
+    private int _iovCount;
+    private int _iovIndex;        // first iovec not fully sent
+    private int _sendTotal;
+    private int _sendDone;
+
+    private void InitializeSend()
+    {
+        _sendCore.RunContinuationsAsynchronously = true; // never run the send loop on the ring thread
+        _sendHandles = new MemoryHandle[MaxIovecs];
+        _iovecs = (IoVec*)NativeMemory.AllocZeroed((nuint)(MaxIovecs * sizeof(IoVec) + sizeof(MsgHdr)));
+        _msg = (MsgHdr*)(_iovecs + MaxIovecs);
+    }
+
+    private void FreeSendMemory()
+    {
+        NativeMemory.Free(_iovecs);
+        _iovecs = null;
+        _msg = null;
+    }
+
+    /// <summary>Hands up to <see cref="MaxIovecs"/> segments to the ring as one sendmsg; completes when all are sent.</summary>
+    private ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
+    {
+        int count = 0;
+        long total = 0;
+        foreach (ReadOnlyMemory<byte> segment in buffer)
+        {
+            if (segment.IsEmpty)
+            {
+                continue;
+            }
+
+            if (count == MaxIovecs || total + segment.Length > int.MaxValue)
+            {
+                break;
+            }
+
+            // Pool blocks live on the pinned heap, so Pin is free; other memory gets a real pin.
+            MemoryHandle handle = segment.Pin();
+            _sendHandles[count] = handle;
+            _iovecs[count] = new IoVec { Base = handle.Pointer, Length = (nuint)segment.Length };
+            total += segment.Length;
+            count++;
+        }
+
+        _iovCount = count;
+        _iovIndex = 0;
+        _sendTotal = (int)total;
+        _sendDone = 0;
+        _sendCore.Reset();
+        _ring.Post(this, OpSend);
+        return new ValueTask<int>(this, _sendCore.Version);
+    }
+
+    private void StartSend()
+    {
+        if (_closed || (_shutdownRequested && _abortive))
+        {
+            CompleteSend(-Errno.ECANCELED);
+            return;
+        }
+
+        SubmitSendMsg();
+    }
+
+    private void SubmitSendMsg()
+    {
+        *_msg = default;
+        _msg->Iov = _iovecs + _iovIndex;
+        _msg->IovLen = (nuint)(_iovCount - _iovIndex);
+        Sqe* sqe = _ring.GetSqe();
+        sqe->PrepSendMsg(_fd, _msg, MsgNoSignal);
+        sqe->UserData = UserData.Encode(OpKind.Send, _slot, _generation);
+        _sendsInFlight++;
+    }
+
+    private void OnSend(in Cqe cqe)
+    {
+        _sendsInFlight--;
+        int result = cqe.Res;
+        if (result < 0)
+        {
+            CompleteSend(result);
+            return;
+        }
+
+        _sendDone += result;
+        if (_sendDone < _sendTotal && !_shutdownRequested)
+        {
+            // A partial send (the socket buffer filled): skip what went out and continue.
+            while (result > 0)
+            {
+                IoVec* iov = &_iovecs[_iovIndex];
+                if ((nuint)result >= iov->Length)
+                {
+                    result -= (int)iov->Length;
+                    _iovIndex++;
+                }
+                else
+                {
+                    iov->Base = (byte*)iov->Base + result;
+                    iov->Length -= (nuint)result;
+                    result = 0;
+                }
+            }
+
+            SubmitSendMsg();
+            return;
+        }
+
+        CompleteSend(_sendDone);
+    }
+
+    private void CompleteSend(int result)
+    {
+        if (result >= 0)
+        {
+            _sendCore.SetResult(result);
+            return;
+        }
+
+        int errno = -result;
+        Exception error = errno switch
+        {
+            Errno.ECANCELED => _shutdownReason ?? new ConnectionAbortedException("The send was cancelled."),
+            Errno.EPIPE or Errno.ECONNRESET or Errno.ENOTCONN or Errno.ESHUTDOWN or Errno.ETIMEDOUT
+                => new ConnectionResetException($"The connection was reset (errno {errno}).", new IoUringException("sendmsg", errno)),
+            _ => new IOException($"Send failed (errno {errno}).", new IoUringException("sendmsg", errno)),
+        };
+        _sendCore.SetException(error);
+    }
+
+    private void FailPendingSend(Exception error)
+    {
+        if (_sendsInFlight > 0)
+        {
+            _sendsInFlight = 0;
+            _sendCore.SetException(error);
+        }
+    }
+
+    int IValueTaskSource<int>.GetResult(short token)
+    {
+        try
+        {
+            return _sendCore.GetResult(token);
+        }
+        finally
+        {
+            for (int i = 0; i < _iovCount; i++)
+            {
+                _sendHandles[i].Dispose();
+            }
+        }
+    }
+
+    ValueTaskSourceStatus IValueTaskSource<int>.GetStatus(short token) => _sendCore.GetStatus(token);
+
+    void IValueTaskSource<int>.OnCompleted(Action<object?> continuation, object? state, short token, ValueTaskSourceOnCompletedFlags flags)
+        => _sendCore.OnCompleted(continuation, state, token, flags);
+}

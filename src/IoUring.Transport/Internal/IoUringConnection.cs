@@ -1,0 +1,371 @@
+using System;
+using System.Buffers;
+using System.Collections.Generic;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+using System.Threading.Tasks;
+using IoUring.Interop;
+using IoUring.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// One accepted connection, owned by one ring. The ring thread receives into <c>Transport.Input</c>
+/// and sends what the send loop hands it; the connection's processing task ties the two halves
+/// and the close together the way Kestrel's Sockets transport does: when the send loop ends the
+/// socket is shut down, which ends the receive side, and once both are done the ring closes the fd.
+/// </summary>
+internal sealed partial class IoUringConnection : ConnectionContext, IRingCompletionHandler, IRingWork,
+    IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature
+{
+    private const int OpShutdown = 1;
+    private const int OpClose = 2;
+    private const int OpResumeReceive = 3;
+    private const int OpSend = 4;
+
+    private readonly RingThread _ring;
+    private readonly int _fd;
+    private readonly int _slot;
+    private readonly uint _generation;
+    private readonly ILogger _logger;
+    private readonly Pipe _input;   // ring thread writes, application reads
+    private readonly Pipe _output;  // application writes, send loop reads
+    private readonly CancellationTokenSource _connectionClosedTokenSource = new();
+    private readonly TaskCompletionSource _receiveDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _ringClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly object _shutdownLock = new();
+
+    private IDictionary<object, object?>? _items;
+    private string? _connectionId;
+    private Socket? _socket;
+    private Task _processing = Task.CompletedTask;
+
+    // Shutdown state: written under _shutdownLock by whichever thread ends the connection first.
+    private bool _shutdownStarted;
+    private bool _abortive;                 // reset (RST) rather than FIN
+    private volatile Exception? _shutdownReason;
+
+    // Ring-thread state.
+    private bool _shutdownRequested;        // the ring has acted on the shutdown
+    private bool _closeRequested;           // both halves are done; close once nothing is in flight
+    private bool _closed;                   // the fd is closed and the slot freed
+    private int _sendsInFlight;             // send SQEs whose CQE (and ZC notification) has not arrived
+
+    private IoUringConnection(RingThread ring, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint,
+        MemoryPool<byte> memoryPool, IoUringTransportOptions options, ILogger logger)
+    {
+        _ring = ring;
+        _fd = fd;
+        _logger = logger;
+        MemoryPool = memoryPool;
+        LocalEndPoint = localEndPoint;
+        RemoteEndPoint = remoteEndPoint;
+        (_slot, _generation) = ring.AllocateSlot(this);
+
+        PipeScheduler applicationScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
+        long maxRead = options.MaxReadBufferSize ?? 0;
+        long maxWrite = options.MaxWriteBufferSize ?? 0;
+        // Input: the ring thread writes (inline continuations: resuming only posts to the ring);
+        // the application reads on the thread pool unless it opted into the ring thread.
+        _input = new Pipe(new PipeOptions(memoryPool, applicationScheduler, PipeScheduler.Inline, maxRead, maxRead / 2, useSynchronizationContext: false));
+        // Output: the application writes; the send loop reads on the thread pool.
+        _output = new Pipe(new PipeOptions(memoryPool, PipeScheduler.ThreadPool, applicationScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
+        Transport = new DuplexPipe(_input.Reader, _output.Writer);
+        ConnectionClosed = _connectionClosedTokenSource.Token;
+
+        Features = new FeatureCollection();
+        Features.Set<IConnectionIdFeature>(this);
+        Features.Set<IConnectionTransportFeature>(this);
+        Features.Set<IConnectionItemsFeature>(this);
+        Features.Set<IMemoryPoolFeature>(this);
+        Features.Set<IConnectionLifetimeFeature>(this);
+        Features.Set<IConnectionEndPointFeature>(this);
+        Features.Set<IConnectionSocketFeature>(this);
+        InitializeSend();
+    }
+
+    public override string ConnectionId
+    {
+        get => _connectionId ??= CorrelationIdGenerator.GetNextId();
+        set => _connectionId = value;
+    }
+
+    public override IFeatureCollection Features { get; }
+
+    public override IDictionary<object, object?> Items
+    {
+        get => _items ??= new Dictionary<object, object?>();
+        set => _items = value;
+    }
+
+    public override IDuplexPipe Transport { get; set; }
+
+    public MemoryPool<byte> MemoryPool { get; }
+
+    public override CancellationToken ConnectionClosed { get; set; }
+
+    public override EndPoint? LocalEndPoint { get; set; }
+
+    public override EndPoint? RemoteEndPoint { get; set; }
+
+    /// <summary>
+    /// A <see cref="System.Net.Sockets.Socket"/> over the connection's descriptor, for socket
+    /// options. It does not own the descriptor and must not be used after the connection closes.
+    /// </summary>
+    public Socket Socket => _socket ??= new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
+
+    /// <summary>Creates the connection on its ring thread, arms its receive and starts its processing.</summary>
+    public static IoUringConnection Start(RingThread ring, int fd, MemoryPool<byte> memoryPool, IoUringTransportOptions options, ILogger logger)
+    {
+        AddressFamily family = LinuxSocket.GetAddressFamily(fd);
+        if (options.NoDelay && family is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
+        {
+            LinuxSocket.SetNoDelay(fd, true);
+        }
+
+        // Read once, here: once the fd is closed its number may belong to another socket.
+        EndPoint? local = LinuxSocket.GetLocalEndPoint(fd);
+        EndPoint? remote = LinuxSocket.GetRemoteEndPoint(fd);
+        var connection = new IoUringConnection(ring, fd, local, remote, memoryPool, options, logger);
+        connection.ArmReceive();
+        connection._processing = connection.RunAsync();
+        return connection;
+    }
+
+    public override void Abort(ConnectionAbortedException abortReason)
+    {
+        // Like Kestrel's Sockets transport: stop the send loop and shut the socket down now.
+        _output.Reader.CancelPendingRead();
+        Shutdown(abortReason, abortive: true);
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        _input.Reader.Complete();
+        _output.Writer.Complete();
+        await _processing.ConfigureAwait(false);
+        _connectionClosedTokenSource.Dispose();
+        await base.DisposeAsync().ConfigureAwait(false);
+    }
+
+    void IConnectionLifetimeFeature.Abort() => Abort(new ConnectionAbortedException("The connection was aborted by the application via IConnectionLifetimeFeature.Abort()."));
+
+    public void Execute(RingThread ring, int operation)
+    {
+        switch (operation)
+        {
+            case OpShutdown:
+                ShutdownOnRing();
+                break;
+            case OpClose:
+                _closeRequested = true;
+                TryFinishClose();
+                break;
+            case OpResumeReceive:
+                ResumeReceive();
+                break;
+            case OpSend:
+                StartSend();
+                break;
+        }
+    }
+
+    public void OnCompletion(RingThread ring, OpKind kind, in Cqe cqe)
+    {
+        switch (kind)
+        {
+            case OpKind.Recv:
+                OnReceive(in cqe);
+                break;
+            case OpKind.Send:
+                OnSend(in cqe);
+                break;
+        }
+
+        TryFinishClose();
+    }
+
+    /// <summary>The ring thread died: end everything without it (ring thread, in its last moments).</summary>
+    public void FailFromRing(Exception error)
+    {
+        _shutdownReason ??= new ConnectionAbortedException("The io_uring ring thread failed.", error);
+        _recvArmed = false;
+        EndReceive(_shutdownReason);
+        FailPendingSend(_shutdownReason);
+        if (!_closed)
+        {
+            _closed = true;
+            Libc.Close(_fd);
+            _ringClosed.TrySetResult();
+        }
+    }
+
+    private async Task RunAsync()
+    {
+        try
+        {
+            Task sending = DoSendAsync();
+            await _receiveDone.Task.ConfigureAwait(false);
+            FireConnectionClosed();
+            await sending.ConfigureAwait(false);
+            _ring.Post(this, OpClose);
+            await _ringClosed.Task.ConfigureAwait(false);
+            FreeSendMemory(); // the fd is closed: the kernel holds no reference to the iovecs any more
+        }
+        catch (Exception ex)
+        {
+            IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
+        }
+    }
+
+    private async Task DoSendAsync()
+    {
+        Exception? error = null;
+        try
+        {
+            while (true)
+            {
+                ReadResult result = await _output.Reader.ReadAsync().ConfigureAwait(false);
+                if (result.IsCanceled)
+                {
+                    break;
+                }
+
+                ReadOnlySequence<byte> buffer = result.Buffer;
+                if (!buffer.IsEmpty)
+                {
+                    int sent = await SendAsync(buffer).ConfigureAwait(false);
+                    _output.Reader.AdvanceTo(buffer.GetPosition(sent));
+                    if (sent < buffer.Length)
+                    {
+                        continue; // more segments than one sendmsg carries
+                    }
+                }
+                else
+                {
+                    _output.Reader.AdvanceTo(buffer.End);
+                }
+
+                if (result.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        catch (ConnectionResetException ex)
+        {
+            error = ex;
+            IoUringTransportLog.ConnectionReset(_logger, ConnectionId);
+        }
+        catch (ConnectionAbortedException ex)
+        {
+            error = ex;
+        }
+        catch (Exception ex)
+        {
+            error = ex;
+            IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
+        }
+        finally
+        {
+            Shutdown(error, abortive: error is not null);
+            _output.Reader.Complete(error ?? _shutdownReason);
+        }
+    }
+
+    private void FireConnectionClosed()
+    {
+        // Continuations registered on ConnectionClosed must not run on this thread's stack.
+        ThreadPool.UnsafeQueueUserWorkItem(
+            static state => state.CancelConnectionClosedToken(),
+            this,
+            preferLocal: false);
+    }
+
+    private void CancelConnectionClosedToken()
+    {
+        try
+        {
+            _connectionClosedTokenSource.Cancel();
+        }
+        catch (Exception ex)
+        {
+            IoUringTransportLog.ConnectionClosedCallbackFailed(_logger, ConnectionId, ex);
+        }
+    }
+
+    /// <summary>Ends the connection: FIN after the output drained, or a reset for an abort. Any thread; first call wins.</summary>
+    private void Shutdown(Exception? reason, bool abortive)
+    {
+        lock (_shutdownLock)
+        {
+            if (_shutdownStarted)
+            {
+                return;
+            }
+
+            _shutdownStarted = true;
+            _abortive = abortive;
+            _shutdownReason = reason ?? new ConnectionAbortedException("The io_uring transport's send loop completed gracefully.");
+        }
+
+        _ring.Post(this, OpShutdown);
+    }
+
+    private unsafe void ShutdownOnRing()
+    {
+        if (_closed)
+        {
+            return;
+        }
+
+        _shutdownRequested = true;
+        if (_abortive)
+        {
+            // SO_LINGER {on, 0}: the close below sends RST and drops unsent data.
+            LinuxSocket.SetLingerZero(_fd);
+            Sqe* sqe = _ring.GetSqe();
+            sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All);
+            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+        }
+        else
+        {
+            // FIN after everything queued; also ends the pending receive with end of stream.
+            LinuxSocket.Shutdown(_fd, SocketShutdown.Both);
+            CancelReceive();
+        }
+
+        if (!_recvArmed)
+        {
+            EndReceive(_shutdownReason);
+        }
+    }
+
+    private void TryFinishClose()
+    {
+        if (!_closeRequested || _closed || _recvArmed || _sendsInFlight > 0)
+        {
+            return;
+        }
+
+        // Nothing of ours is in flight: no completion can name this fd or slot any more.
+        _closed = true;
+        Libc.Close(_fd);
+        _ring.FreeSlot(_slot);
+        _ringClosed.TrySetResult();
+    }
+
+    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
+    {
+        public PipeReader Input { get; } = input;
+
+        public PipeWriter Output { get; } = output;
+    }
+}

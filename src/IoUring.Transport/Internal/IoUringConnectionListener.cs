@@ -1,0 +1,251 @@
+using System;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+using System.Threading.Channels;
+using System.Threading.Tasks;
+using IoUring.Interop;
+using IoUring.Sockets;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.Extensions.Logging;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>Kestrel's view of one bound endpoint: connections accepted by any ring, in arrival order.</summary>
+internal sealed class IoUringConnectionListener : IConnectionListener
+{
+    private readonly Channel<IoUringConnection> _accepted = Channel.CreateUnbounded<IoUringConnection>(new UnboundedChannelOptions
+    {
+        SingleReader = false,
+        SingleWriter = false,
+    });
+
+    private readonly IoUringTransportFactory _factory;
+    private readonly RingGroup _group;
+    private readonly IoUringTransportOptions _options;
+    private readonly ILogger _logger;
+    private RingListener[] _ringListeners = [];
+    private readonly object _unbindLock = new();
+    private int _disposed;
+    private Task? _unbindTask;
+
+    private IoUringConnectionListener(IoUringTransportFactory factory, RingGroup group, EndPoint endPoint, IoUringTransportOptions options, ILogger logger)
+    {
+        _factory = factory;
+        _group = group;
+        EndPoint = endPoint;
+        _options = options;
+        _logger = logger;
+    }
+
+    public EndPoint EndPoint { get; private set; }
+
+    /// <summary>Binds <paramref name="endPoint"/> on every ring (TCP) or on one ring that spreads connections (Unix, handles).</summary>
+    public static IoUringConnectionListener Bind(IoUringTransportFactory factory, RingGroup group, EndPoint endPoint, IoUringTransportOptions options, ILogger logger)
+    {
+        var listener = new IoUringConnectionListener(factory, group, endPoint, options, logger);
+        listener.BindSockets(endPoint);
+        return listener;
+    }
+
+    private void BindSockets(EndPoint endPoint)
+    {
+        RingThread[] rings = _group.Rings;
+        switch (endPoint)
+        {
+            case IPEndPoint ip:
+            {
+                var fds = new int[rings.Length];
+                int bound = 0;
+                try
+                {
+                    if (ip.Port != 0)
+                    {
+                        // SO_REUSEPORT would let us share a port another process of this user already
+                        // serves; Kestrel's Sockets transport reports the port as in use. So do we.
+                        EnsurePortIsFree(ip);
+                    }
+
+                    for (; bound < rings.Length; bound++)
+                    {
+                        fds[bound] = LinuxSocket.CreateListener(ip, _options.Backlog, reusePort: true);
+                        if (bound == 0)
+                        {
+                            // Port 0: the kernel chose; every other ring joins that port's group.
+                            ip = (IPEndPoint)LinuxSocket.GetLocalEndPoint(fds[0])!;
+                            EndPoint = ip;
+                        }
+                    }
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+                {
+                    CloseAll(fds, bound);
+                    throw new AddressInUseException(ex.Message, ex);
+                }
+                catch
+                {
+                    CloseAll(fds, bound);
+                    throw;
+                }
+
+                _ringListeners = new RingListener[rings.Length];
+                for (int i = 0; i < rings.Length; i++)
+                {
+                    _ringListeners[i] = new RingListener(rings[i], fds[i], ownsFd: true, this, _group, distribute: false, _logger);
+                }
+
+                break;
+            }
+
+            case UnixDomainSocketEndPoint unix:
+            {
+                int fd;
+                try
+                {
+                    fd = LinuxSocket.CreateListener(unix, _options.Backlog, reusePort: false);
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
+                {
+                    throw new AddressInUseException(ex.Message, ex);
+                }
+
+                _ringListeners = [new RingListener(_group.NextRing(), fd, ownsFd: true, this, _group, distribute: true, _logger)];
+                break;
+            }
+
+            case FileHandleEndPoint handle:
+            {
+                int fd = checked((int)handle.FileHandle);
+                if (!LinuxSocket.IsListening(fd))
+                {
+                    throw new NotSupportedException($"The handle {fd} is not a listening socket; the io_uring transport only adopts listening sockets.");
+                }
+
+                EndPoint = handle;
+                _ringListeners = [new RingListener(_group.NextRing(), fd, ownsFd: true, this, _group, distribute: true, _logger)];
+                break;
+            }
+
+            default:
+                throw new NotSupportedException($"The io_uring transport cannot bind {endPoint.GetType().Name} endpoints.");
+        }
+
+        foreach (RingListener ringListener in _ringListeners)
+        {
+            ringListener.Start();
+        }
+    }
+
+    private static void EnsurePortIsFree(IPEndPoint ip)
+    {
+        int probe = LinuxSocket.Create(ip.AddressFamily);
+        try
+        {
+            LinuxSocket.SetReuseAddress(probe, true);
+            if (ip.AddressFamily == AddressFamily.InterNetworkV6)
+            {
+                LinuxSocket.SetDualMode(probe, ip.Address.Equals(IPAddress.IPv6Any));
+            }
+
+            LinuxSocket.Bind(probe, ip);
+        }
+        finally
+        {
+            LinuxSocket.Close(probe);
+        }
+    }
+
+    private static void CloseAll(int[] fds, int count)
+    {
+        for (int i = 0; i < count; i++)
+        {
+            Libc.Close(fds[i]);
+        }
+    }
+
+    /// <summary>A ring accepted <paramref name="fd"/> (ring thread).</summary>
+    public void OnAccepted(RingThread ring, int fd)
+    {
+        IoUringConnection connection;
+        try
+        {
+            connection = IoUringConnection.Start(ring, fd, _group.MemoryPool, _options, _logger);
+        }
+        catch (Exception ex)
+        {
+            IoUringTransportLog.ConnectionSetupFailed(_logger, ex);
+            Libc.Close(fd);
+            return;
+        }
+
+        if (!_accepted.Writer.TryWrite(connection))
+        {
+            // Unbound meanwhile: nobody will accept it.
+            connection.Abort(new ConnectionAbortedException("The listener was unbound."));
+            _ = connection.DisposeAsync().AsTask();
+        }
+    }
+
+    public async ValueTask<ConnectionContext?> AcceptAsync(CancellationToken cancellationToken = default)
+    {
+        while (await _accepted.Reader.WaitToReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            if (_accepted.Reader.TryRead(out IoUringConnection? connection))
+            {
+                return connection;
+            }
+        }
+
+        return null;
+    }
+
+    public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
+    {
+        Task unbind;
+        lock (_unbindLock)
+        {
+            unbind = _unbindTask ??= UnbindCoreAsync();
+        }
+
+        return new ValueTask(unbind.WaitAsync(cancellationToken));
+    }
+
+    private async Task UnbindCoreAsync()
+    {
+        foreach (RingListener ringListener in _ringListeners)
+        {
+            ringListener.Stop();
+        }
+
+        foreach (RingListener ringListener in _ringListeners)
+        {
+            try
+            {
+                await ringListener.Stopped.ConfigureAwait(false);
+            }
+            catch (Exception ex)
+            {
+                IoUringTransportLog.ListenerStopFailed(_logger, ex);
+            }
+        }
+
+        _accepted.Writer.TryComplete();
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
+        {
+            return;
+        }
+
+        await UnbindAsync().ConfigureAwait(false);
+        while (_accepted.Reader.TryRead(out IoUringConnection? connection))
+        {
+            connection.Abort(new ConnectionAbortedException("The listener was disposed before the connection was accepted."));
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await _factory.ReleaseGroupAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,53 @@
+using System;
+using Microsoft.Extensions.Logging;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// The transport's log events. Event ids are stable: a retired id stays reserved, never reused.
+/// Names follow Kestrel's Sockets transport where the event is the same.
+/// </summary>
+internal static partial class IoUringTransportLog
+{
+    [LoggerMessage(1, LogLevel.Debug, "Connection id \"{ConnectionId}\" received FIN.", EventName = "ConnectionReadFin")]
+    public static partial void ConnectionReadFin(ILogger logger, string connectionId);
+
+    [LoggerMessage(2, LogLevel.Debug, "Connection id \"{ConnectionId}\" reset.", EventName = "ConnectionReset")]
+    public static partial void ConnectionReset(ILogger logger, string connectionId);
+
+    [LoggerMessage(3, LogLevel.Debug, "Connection id \"{ConnectionId}\" paused receiving: the application is MaxReadBufferSize behind.", EventName = "ConnectionPause")]
+    public static partial void ReceivePaused(ILogger logger, string connectionId);
+
+    [LoggerMessage(4, LogLevel.Debug, "Connection id \"{ConnectionId}\" resumed receiving.", EventName = "ConnectionResume")]
+    public static partial void ReceiveResumed(ILogger logger, string connectionId);
+
+    [LoggerMessage(5, LogLevel.Debug, "Connection id \"{ConnectionId}\" failed.", EventName = "ConnectionError")]
+    public static partial void ConnectionError(ILogger logger, string connectionId, Exception exception);
+
+    [LoggerMessage(6, LogLevel.Error, "io_uring ring {Ring} failed; its connections are aborted.", EventName = "RingFailed")]
+    public static partial void RingFailed(ILogger logger, int ring, Exception exception);
+
+    [LoggerMessage(7, LogLevel.Warning, "Accept failed with errno {Errno}; retrying in {DelayMs} ms.", EventName = "AcceptBackoff")]
+    public static partial void AcceptBackoff(ILogger logger, int errno, double delayMs);
+
+    [LoggerMessage(8, LogLevel.Warning, "io_uring is unavailable, serving on the Sockets transport instead: {Reason}", EventName = "FallbackToSockets")]
+    public static partial void FallbackToSockets(ILogger logger, string reason);
+
+    [LoggerMessage(9, LogLevel.Warning, "io_uring ring {Ring} did not stop within the timeout; connections are still open on it.", EventName = "RingStopTimedOut")]
+    public static partial void RingStopTimedOut(ILogger logger, int ring);
+
+    [LoggerMessage(10, LogLevel.Error, "Setting up an accepted connection failed; it was closed.", EventName = "ConnectionSetupFailed")]
+    public static partial void ConnectionSetupFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(11, LogLevel.Error, "Stopping a listening socket failed.", EventName = "ListenerStopFailed")]
+    public static partial void ListenerStopFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(12, LogLevel.Error, "A ConnectionClosed callback of connection id \"{ConnectionId}\" threw.", EventName = "ConnectionClosedCallbackFailed")]
+    public static partial void ConnectionClosedCallbackFailed(ILogger logger, string connectionId, Exception exception);
+
+    [LoggerMessage(13, LogLevel.Debug, "io_uring transport: {RingCount} rings, kernel features 0x{Features:X}, setup flags 0x{SetupFlags:X}, recv bundles {Bundles}, SEND_ZC {SendZc}.", EventName = "RingFeatures")]
+    public static partial void RingFeatures(ILogger logger, int ringCount, uint features, uint setupFlags, bool bundles, bool sendZc);
+
+    [LoggerMessage(14, LogLevel.Information, "io_uring is switched off by configuration (Enabled = false); serving on the Sockets transport.", EventName = "DisabledByConfiguration")]
+    public static partial void DisabledByConfiguration(ILogger logger);
+}

@@ -1,0 +1,70 @@
+using System;
+using System.Threading;
+using Microsoft.Extensions.Logging;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// The rings of one transport factory, started with the first listener and stopped after the
+/// last one is disposed. Connections live on the ring that accepted them (or that a Unix listener
+/// handed them to) until they close.
+/// </summary>
+internal sealed class RingGroup
+{
+    private static readonly TimeSpan s_stopTimeout = TimeSpan.FromSeconds(30);
+    private readonly ILogger _logger;
+    private int _next = -1;
+
+    private RingGroup(RingThread[] rings, ILogger logger)
+    {
+        Rings = rings;
+        _logger = logger;
+    }
+
+    public RingThread[] Rings { get; }
+
+    public PinnedBlockMemoryPool MemoryPool { get; } = new();
+
+    /// <summary>Starts <see cref="IoUringTransportOptions.RingCount"/> rings; if one fails, stops those already running and rethrows.</summary>
+    public static RingGroup Start(IoUringTransportOptions options, ILogger logger)
+    {
+        var rings = new RingThread[Math.Max(1, options.RingCount)];
+        int started = 0;
+        try
+        {
+            for (; started < rings.Length; started++)
+            {
+                rings[started] = new RingThread(started, options, logger);
+                rings[started].Start();
+            }
+        }
+        catch
+        {
+            for (int i = 0; i < started; i++)
+            {
+                rings[i].Stop(s_stopTimeout);
+            }
+
+            throw;
+        }
+
+        return new RingGroup(rings, logger);
+    }
+
+    /// <summary>The next ring in turn, for listeners that spread connections themselves.</summary>
+    public RingThread NextRing() => Rings[(int)((uint)Interlocked.Increment(ref _next) % (uint)Rings.Length)];
+
+    /// <summary>Stops every ring once its connections are gone; waits a bounded time for each.</summary>
+    public void Stop()
+    {
+        foreach (RingThread ring in Rings)
+        {
+            if (!ring.Stop(s_stopTimeout))
+            {
+                IoUringTransportLog.RingStopTimedOut(_logger, ring.Index);
+            }
+        }
+
+        MemoryPool.Dispose();
+    }
+}

@@ -1,0 +1,235 @@
+using System;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks;
+using IoUring.Interop;
+using Microsoft.Extensions.Logging;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// One listening socket served by one ring with a multishot accept. TCP endpoints get one per ring
+/// (a SO_REUSEPORT group, so the kernel spreads connections); Unix and adopted-handle endpoints get
+/// a single one, which hands its connections to the rings in turn.
+/// </summary>
+internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
+{
+    private const int OpStart = 1;
+    private const int OpStop = 2;
+    private const int OpAdopt = 3;
+    private const int SockCloexec = 0x80000;
+    private static readonly TimeSpan s_minBackoff = TimeSpan.FromMilliseconds(1);
+    private static readonly TimeSpan s_maxBackoff = TimeSpan.FromSeconds(1);
+
+    private readonly RingThread _ring;
+    private readonly int _fd;
+    private readonly bool _ownsFd;
+    private readonly IoUringConnectionListener _listener;
+    private readonly RingGroup _group;
+    private readonly bool _distribute;
+    private readonly ILogger _logger;
+    private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // Ring-thread state.
+    private int _slot = -1;
+    private uint _generation;
+    private bool _acceptArmed;
+    private bool _backoffArmed;
+    private bool _stopping;
+    private TimeSpan _backoff = s_minBackoff;
+    private KernelTimespec* _backoffTimespec; // native: the kernel reads it when the timeout SQE is submitted
+
+    public RingListener(RingThread ring, int fd, bool ownsFd, IoUringConnectionListener listener, RingGroup group, bool distribute, ILogger logger)
+    {
+        _ring = ring;
+        _fd = fd;
+        _ownsFd = ownsFd;
+        _listener = listener;
+        _group = group;
+        _distribute = distribute;
+        _logger = logger;
+    }
+
+    public Task Stopped => _stopped.Task;
+
+    public void Start() => _ring.Post(this, OpStart);
+
+    public void Stop() => _ring.Post(this, OpStop);
+
+    public void Execute(RingThread ring, int operation)
+    {
+        switch (operation)
+        {
+            case OpStart:
+                (_slot, _generation) = ring.AllocateSlot(this);
+                _backoffTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
+                ArmAccept();
+                break;
+            case OpStop:
+                StopOnRing();
+                break;
+        }
+    }
+
+    public void OnCompletion(RingThread ring, OpKind kind, in Cqe cqe)
+    {
+        if (kind == OpKind.AcceptBackoff)
+        {
+            _backoffArmed = false;
+            if (!_stopping)
+            {
+                ArmAccept();
+            }
+
+            TryFinishStop();
+            return;
+        }
+
+        if (kind != OpKind.Accept)
+        {
+            return;
+        }
+
+        if (!cqe.HasMore)
+        {
+            _acceptArmed = false;
+        }
+
+        int result = cqe.Res;
+        if (result >= 0)
+        {
+            _backoff = s_minBackoff;
+            Accepted(result);
+            if (!_acceptArmed && !_stopping)
+            {
+                ArmAccept();
+            }
+        }
+        else if (!_stopping && result != -Errno.ECANCELED)
+        {
+            if (result is -Errno.EMFILE or -Errno.ENFILE or -Errno.ENOBUFS or -Errno.ENOMEM)
+            {
+                // Out of descriptors or memory: retrying at once would spin. Wait, doubling up to 1 s.
+                IoUringTransportLog.AcceptBackoff(_logger, -result, _backoff.TotalMilliseconds);
+                if (_acceptArmed)
+                {
+                    CancelAccept();
+                }
+
+                ArmBackoff();
+            }
+            else if (!_acceptArmed)
+            {
+                // ECONNABORTED and the like concern one connection, not the listener.
+                ArmAccept();
+            }
+        }
+
+        TryFinishStop();
+    }
+
+    private void Accepted(int fd)
+    {
+        if (_stopping)
+        {
+            Libc.Close(fd);
+            return;
+        }
+
+        RingThread target = _distribute ? _group.NextRing() : _ring;
+        if (target == _ring)
+        {
+            _listener.OnAccepted(_ring, fd);
+        }
+        else
+        {
+            target.Post(new AdoptWork(_listener, fd), OpAdopt);
+        }
+    }
+
+    private void ArmAccept()
+    {
+        // Accepted sockets stay blocking: io_uring polls them itself, and a blocking socket is what
+        // a user of IConnectionSocketFeature expects.
+        Sqe* sqe = _ring.GetSqe();
+        sqe->PrepMultishotAccept(_fd, SockCloexec);
+        sqe->UserData = UserData.Encode(OpKind.Accept, _slot, _generation);
+        _acceptArmed = true;
+    }
+
+    private void CancelAccept()
+    {
+        Sqe* sqe = _ring.GetSqe();
+        sqe->PrepCancel64(UserData.Encode(OpKind.Accept, _slot, _generation));
+        sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+    }
+
+    private void ArmBackoff()
+    {
+        if (_backoffArmed)
+        {
+            return;
+        }
+
+        *_backoffTimespec = KernelTimespec.FromTimeSpan(_backoff);
+        Sqe* sqe = _ring.GetSqe();
+        sqe->PrepTimeout(_backoffTimespec, 0, 0);
+        sqe->UserData = UserData.Encode(OpKind.AcceptBackoff, _slot, _generation);
+        _backoffArmed = true;
+        _backoff = _backoff * 2 > s_maxBackoff ? s_maxBackoff : _backoff * 2;
+    }
+
+    private void StopOnRing()
+    {
+        _stopping = true;
+        if (_acceptArmed)
+        {
+            CancelAccept();
+        }
+
+        if (_backoffArmed)
+        {
+            Sqe* sqe = _ring.GetSqe();
+            sqe->PrepCancel64(UserData.Encode(OpKind.AcceptBackoff, _slot, _generation));
+            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+        }
+
+        TryFinishStop();
+    }
+
+    private void TryFinishStop()
+    {
+        if (!_stopping || _acceptArmed || _backoffArmed || _slot < 0)
+        {
+            return;
+        }
+
+        // No request references the socket any more: close it, free the slot.
+        if (_ownsFd)
+        {
+            Libc.Close(_fd);
+        }
+
+        _ring.FreeSlot(_slot);
+        _slot = -1;
+        NativeMemory.Free(_backoffTimespec);
+        _backoffTimespec = null;
+        _stopped.TrySetResult();
+    }
+
+    /// <summary>The ring thread died.</summary>
+    public void FailFromRing(Exception error)
+    {
+        if (_ownsFd)
+        {
+            Libc.Close(_fd);
+        }
+
+        _stopped.TrySetException(error);
+    }
+
+    /// <summary>A connection accepted on one ring and handed to another.</summary>
+    private sealed class AdoptWork(IoUringConnectionListener listener, int fd) : IRingWork
+    {
+        public void Execute(RingThread ring, int operation) => listener.OnAccepted(ring, fd);
+    }
+}

@@ -1,0 +1,32 @@
+using System.Runtime.CompilerServices;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>What a completion is for: the low byte of <c>user_data</c>.</summary>
+internal enum OpKind : byte
+{
+    Wake = 1,
+    Accept = 2,
+    Recv = 3,
+    Send = 4,
+    Cancel = 5,
+    AcceptBackoff = 6,
+}
+
+/// <summary>
+/// <c>user_data</c> layout: kind (8 bits) | generation (24 bits) | slot (32 bits). Completions are
+/// routed by slot and checked by generation, never by fd: fds are reused as soon as they are
+/// closed, and a late CQE of a previous owner must never reach the new one.
+/// </summary>
+internal static class UserData
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static ulong Encode(OpKind kind, int slot, uint generation)
+        => ((ulong)kind << 56) | ((ulong)(generation & 0xFF_FFFF) << 32) | (uint)slot;
+
+    public static OpKind Kind(ulong userData) => (OpKind)(userData >> 56);
+
+    public static int Slot(ulong userData) => (int)(uint)userData;
+
+    public static uint Generation(ulong userData) => (uint)(userData >> 32) & 0xFF_FFFF;
+}

@@ -1,0 +1,194 @@
+using System;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+using System.Threading.Tasks;
+using IoUring.Interop;
+using IoUring.Transport.Internal;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Server.Kestrel.Transport.Sockets;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace IoUring.Transport;
+
+/// <summary>
+/// Kestrel's transport factory for io_uring: binds TCP (IPv4, IPv6, dual mode), Unix domain socket
+/// and adopted-handle endpoints onto per-core rings. Where io_uring cannot run, it binds through
+/// Kestrel's Sockets transport instead (unless <see cref="IoUringTransportOptions.FallbackToSockets"/>
+/// is false) and logs why, once.
+/// </summary>
+public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConnectionListenerFactorySelector
+{
+    private readonly IoUringTransportOptions _options;
+    private readonly ILogger _logger;
+    private readonly SocketTransportFactory _sockets;
+    private readonly object _groupLock = new();
+    private RingGroup? _group;
+    private int _groupUsers;
+    private IoUringUnavailableException? _unavailable;
+    private bool _availabilityChecked;
+    private int _fallbackLogged;
+
+    /// <summary>Creates the factory; Kestrel does this through dependency injection.</summary>
+    public IoUringTransportFactory(IOptions<IoUringTransportOptions> options, ILoggerFactory loggerFactory)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(loggerFactory);
+        _options = options.Value;
+        _logger = loggerFactory.CreateLogger("IoUring.Transport");
+        _sockets = new SocketTransportFactory(
+            Options.Create(new SocketTransportOptions
+            {
+                NoDelay = _options.NoDelay,
+                Backlog = _options.Backlog,
+                MaxReadBufferSize = _options.MaxReadBufferSize,
+                MaxWriteBufferSize = _options.MaxWriteBufferSize,
+                UnsafePreferInlineScheduling = _options.UnsafePreferInlineScheduling,
+            }),
+            loggerFactory);
+    }
+
+    /// <summary>Whether the last bind ran on io_uring (false before any bind, or after a fallback to Sockets).</summary>
+    public bool IsUsingIoUring { get; private set; }
+
+    /// <inheritdoc />
+    public bool CanBind(EndPoint endpoint) => endpoint is IPEndPoint or UnixDomainSocketEndPoint or FileHandleEndPoint;
+
+    /// <inheritdoc />
+    public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(endpoint);
+        if (!_options.Enabled)
+        {
+            if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
+            {
+                IoUringTransportLog.DisabledByConfiguration(_logger);
+            }
+
+            IsUsingIoUring = false;
+            return await _sockets.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+
+        RingGroup group;
+        try
+        {
+            group = AcquireGroup();
+        }
+        catch (IoUringUnavailableException ex) when (_options.FallbackToSockets)
+        {
+            if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
+            {
+                IoUringTransportLog.FallbackToSockets(_logger, ex.Message);
+            }
+
+            IsUsingIoUring = false;
+            return await _sockets.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            IConnectionListener listener = IoUringConnectionListener.Bind(this, group, endpoint, _options, _logger);
+            IsUsingIoUring = true;
+            return listener;
+        }
+        catch
+        {
+            await ReleaseGroupAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private RingGroup AcquireGroup()
+    {
+        lock (_groupLock)
+        {
+            if (!_availabilityChecked)
+            {
+                _unavailable = CheckAvailability();
+                _availabilityChecked = true;
+            }
+
+            if (_unavailable is not null)
+            {
+                throw _unavailable;
+            }
+
+            _group ??= RingGroup.Start(_options, _logger);
+            _groupUsers++;
+            return _group;
+        }
+    }
+
+    /// <summary>A listener is gone; the last one stops the rings.</summary>
+    internal async Task ReleaseGroupAsync()
+    {
+        RingGroup? toStop = null;
+        lock (_groupLock)
+        {
+            if (--_groupUsers == 0)
+            {
+                toStop = _group;
+                _group = null;
+            }
+        }
+
+        if (toStop is not null)
+        {
+            // Joining the ring threads blocks; keep it off the caller's thread.
+            await Task.Run(toStop.Stop).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// Sets up a throwaway ring and checks what the transport needs: the opcodes (probe) and
+    /// provided buffer rings. Returns null when io_uring is usable.
+    /// </summary>
+    private IoUringUnavailableException? CheckAvailability()
+    {
+        try
+        {
+            using Ring ring = Ring.Create(new RingOptions { SqEntries = 8 });
+            IoUringProbe probe = ring.Probe();
+            var missing = new System.Collections.Generic.List<string>();
+            foreach ((byte op, string name) in new (byte, string)[]
+            {
+                (IoUringConstants.Op.Accept, "ACCEPT"), (IoUringConstants.Op.Recv, "RECV"), (IoUringConstants.Op.SendMsg, "SENDMSG"),
+                (IoUringConstants.Op.Read, "READ"), (IoUringConstants.Op.AsyncCancel, "ASYNC_CANCEL"), (IoUringConstants.Op.Timeout, "TIMEOUT"),
+            })
+            {
+                if (!probe.IsSupported(op))
+                {
+                    missing.Add(name);
+                }
+            }
+
+            if (missing.Count > 0)
+            {
+                return IoUringAvailability.MissingOperations(missing);
+            }
+
+            try
+            {
+                using var buffers = BufferRing.Create(ring, 0, 1, 64);
+            }
+            catch (IoUringException ex)
+            {
+                return IoUringAvailability.MissingOperations([$"provided buffer rings (IORING_REGISTER_PBUF_RING: errno {ex.Errno})"]);
+            }
+
+            IoUringTransportLog.RingFeatures(
+                _logger,
+                _options.RingCount,
+                ring.Features,
+                ring.SetupFlags,
+                probe.HasFeature(IoUringConstants.Features.RecvSendBundle),
+                probe.IsSupported(IoUringConstants.Op.SendZc));
+            return null;
+        }
+        catch (IoUringUnavailableException ex)
+        {
+            return ex;
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using System;
+
+namespace IoUring.Transport;
+
+/// <summary>Options for the io_uring transport.</summary>
+public sealed class IoUringTransportOptions
+{
+    /// <summary>
+    /// Whether to use io_uring at all. Set it to false (configuration key <c>Enabled</c>, so an
+    /// environment variable works) to run on Kestrel's Sockets transport without a rebuild.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>
+    /// Whether to serve on Kestrel's Sockets transport, with one warning naming the reason, when
+    /// io_uring cannot be used here (an old kernel, <c>kernel.io_uring_disabled</c>, a seccomp
+    /// profile). When false, binding fails with <see cref="IoUringUnavailableException"/>.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool FallbackToSockets { get; set; } = true;
+
+    /// <summary>The number of rings, each with its own thread and its own listening socket per endpoint.</summary>
+    /// <remarks>Defaults to <see cref="Environment.ProcessorCount"/>.</remarks>
+    public int RingCount { get; set; } = Environment.ProcessorCount;
+
+    /// <summary>Submission queue entries per ring (a power of two); the completion queue gets eight times as many.</summary>
+    /// <remarks>Defaults to 512.</remarks>
+    public int SubmissionQueueSize { get; set; } = 512;
+
+    /// <summary>Size in bytes of each provided receive buffer.</summary>
+    /// <remarks>Defaults to 4096.</remarks>
+    public int ReceiveBufferSize { get; set; } = 4096;
+
+    /// <summary>Provided receive buffers per ring (a power of two, at most 32768). Idle connections hold none.</summary>
+    /// <remarks>Defaults to 1024.</remarks>
+    public int ReceiveBufferCount { get; set; } = 1024;
+
+    /// <summary>Set TCP_NODELAY on accepted TCP connections.</summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool NoDelay { get; set; } = true;
+
+    /// <summary>The maximum length of the pending connection queue of each listening socket.</summary>
+    /// <remarks>Defaults to 512.</remarks>
+    public int Backlog { get; set; } = 512;
+
+    /// <summary>The maximum bytes the transport buffers from the network before the application reads them; null for no limit.</summary>
+    /// <remarks>Defaults to 1 MiB. Reception pauses at the limit and resumes at half of it.</remarks>
+    public long? MaxReadBufferSize { get; set; } = 1024 * 1024;
+
+    /// <summary>The maximum bytes the application may write ahead of the network; null for no limit.</summary>
+    /// <remarks>Defaults to 64 KiB. Writers wait at the limit and resume at half of it.</remarks>
+    public long? MaxWriteBufferSize { get; set; } = 64 * 1024;
+
+    /// <summary>
+    /// Run the application's read continuations inline on the ring thread instead of the thread
+    /// pool. Saves a thread hop per read, but application code that blocks then stalls every
+    /// connection of that ring: use only when no handler ever blocks.
+    /// </summary>
+    /// <remarks>Defaults to false.</remarks>
+    public bool UnsafePreferInlineScheduling { get; set; }
+}

@@ -1,0 +1,95 @@
+using System;
+using System.IO;
+using System.IO.Pipelines;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading.Tasks;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Xunit;
+
+namespace IoUring.FunctionalTests;
+
+/// <summary>Connection-level handlers (ListenOptions.Run) over the transport, with half-close.</summary>
+public class ConnectionMiddlewareTests
+{
+    internal static void Echo(ListenOptions listen) => listen.Run(async connection =>
+    {
+        PipeReader input = connection.Transport.Input;
+        PipeWriter output = connection.Transport.Output;
+        while (true)
+        {
+            ReadResult result = await input.ReadAsync();
+            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+            {
+                await output.WriteAsync(segment);
+            }
+
+            input.AdvanceTo(result.Buffer.End);
+            if (result.IsCompleted)
+            {
+                break;
+            }
+        }
+
+        await output.CompleteAsync();
+    });
+
+    [Fact]
+    public async Task EchoWithHalfCloseReturnsEveryByte()
+    {
+        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, Echo));
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        var payload = new byte[5 * 1024 * 1024 + 17];
+        new Random(3).NextBytes(payload);
+
+        Task<byte[]> reading = ReadAllAsync(socket);
+        for (int offset = 0; offset < payload.Length; offset += 100_000)
+        {
+            await socket.SendAsync(payload.AsMemory(offset, Math.Min(100_000, payload.Length - offset)), SocketFlags.None, TestContext.Current.CancellationToken);
+        }
+
+        socket.Shutdown(SocketShutdown.Send); // half-close: the server sees end of input, then finishes echoing
+        byte[] echoed = await reading.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        Assert.Equal(payload.Length, echoed.Length);
+        Assert.Equal(payload, echoed);
+    }
+
+    [Fact]
+    public async Task ListenLocalhostServesIPv4AndIPv6()
+    {
+        int port = GetFreePort();
+        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.ListenLocalhost(port, Echo));
+        foreach (IPAddress address in new[] { IPAddress.Loopback, IPAddress.IPv6Loopback })
+        {
+            using var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(address, port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("ping"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            socket.Shutdown(SocketShutdown.Send);
+            Assert.Equal("ping"u8.ToArray(), await ReadAllAsync(socket));
+        }
+    }
+
+    internal static int GetFreePort()
+    {
+        using var probe = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true };
+        probe.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
+        return ((IPEndPoint)probe.LocalEndPoint!).Port;
+    }
+
+    internal static async Task<byte[]> ReadAllAsync(Socket socket)
+    {
+        using var all = new MemoryStream();
+        var buffer = new byte[256 * 1024];
+        int n;
+        while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
+        {
+            all.Write(buffer, 0, n);
+        }
+
+        return all.ToArray();
+    }
+}
