@@ -47,7 +47,14 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 UnsafePreferInlineScheduling = _options.UnsafePreferInlineScheduling,
             }),
             loggerFactory);
+        AvailabilityCheck = CheckAvailability;
     }
+
+    /// <summary>The running rings, if any (tests read their memory pool).</summary>
+    internal RingGroup? Group => _group;
+
+    /// <summary>Decides whether io_uring is usable; a seam so tests can play an unavailable kernel.</summary>
+    internal Func<IoUringUnavailableException?> AvailabilityCheck { get; set; }
 
     /// <summary>Whether the last bind ran on io_uring (false before any bind, or after a fallback to Sockets).</summary>
     public bool IsUsingIoUring { get; private set; }
@@ -59,6 +66,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
+        _options.Validate();
         if (!_options.Enabled)
         {
             if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
@@ -105,7 +113,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         {
             if (!_availabilityChecked)
             {
-                _unavailable = CheckAvailability();
+                _unavailable = AvailabilityCheck();
                 _availabilityChecked = true;
             }
 

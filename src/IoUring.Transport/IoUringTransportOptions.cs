@@ -59,4 +59,26 @@ public sealed class IoUringTransportOptions
     /// </summary>
     /// <remarks>Defaults to false.</remarks>
     public bool UnsafePreferInlineScheduling { get; set; }
+
+    /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
+    internal void Validate()
+    {
+        Check(RingCount >= 1 && RingCount <= 1024, nameof(RingCount), RingCount, "must be from 1 to 1024");
+        Check(SubmissionQueueSize >= 8 && SubmissionQueueSize <= 32768 && IsPowerOfTwo(SubmissionQueueSize), nameof(SubmissionQueueSize), SubmissionQueueSize, "must be a power of two from 8 to 32768");
+        Check(ReceiveBufferCount >= 1 && ReceiveBufferCount <= 32768 && IsPowerOfTwo(ReceiveBufferCount), nameof(ReceiveBufferCount), ReceiveBufferCount, "must be a power of two from 1 to 32768");
+        Check(ReceiveBufferSize >= 64 && ReceiveBufferSize <= 1024 * 1024, nameof(ReceiveBufferSize), ReceiveBufferSize, "must be from 64 bytes to 1 MiB");
+        Check(Backlog >= 1, nameof(Backlog), Backlog, "must be at least 1");
+        Check(MaxReadBufferSize is null or >= 0, nameof(MaxReadBufferSize), MaxReadBufferSize, "must not be negative");
+        Check(MaxWriteBufferSize is null or >= 0, nameof(MaxWriteBufferSize), MaxWriteBufferSize, "must not be negative");
+
+        static bool IsPowerOfTwo(int value) => (value & (value - 1)) == 0;
+
+        static void Check(bool ok, string name, object? value, string rule)
+        {
+            if (!ok)
+            {
+                throw new ArgumentOutOfRangeException(name, value, $"IoUringTransportOptions.{name} {rule}; it is {value}.");
+            }
+        }
+    }
 }

@@ -1,39 +1,192 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
 using System.Linq;
 using System.Net;
 using System.Net.Http;
+using System.Net.Sockets;
 using System.Threading.Tasks;
 using IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Xunit;
 
 namespace IoUring.FunctionalTests;
 
 /// <summary>Behaviour only the io_uring transport has: it really runs, its memory comes home, its switches work.</summary>
+/// <remarks>Alone in its collection: it counts the process's descriptors and threads, which other tests change.</remarks>
+[Collection(nameof(IoUringTransportTests))]
 public class IoUringTransportTests
 {
+    private static IoUringTransportFactory Factory(IServiceProvider services)
+        => services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
+
     [Fact]
     public async Task ConnectionsRunOnIoUringRings()
     {
         string? connectionType = null;
-        await using var server = await TestServer.StartAsync(app => app.Run(async context =>
+        await using var server = await TestServer.StartAsync(app => app.Run(context => context.Response.WriteAsync("ok")), kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen =>
         {
-            await context.Response.WriteAsync("ok");
-        }), kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen =>
-        {
-            listen.Use(next => async connection =>
+            listen.Use(next => connection =>
             {
                 connectionType = connection.GetType().Name;
-                await next(connection);
+                return next(connection);
             });
         }));
         using HttpClient client = server.CreateClient();
         Assert.Equal("ok", await client.GetStringAsync("/", TestContext.Current.CancellationToken));
         Assert.Equal("IoUringConnection", connectionType);
-        IoUringTransportFactory factory = server.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
-        Assert.True(factory.IsUsingIoUring);
+        Assert.True(Factory(server.Services).IsUsingIoUring);
     }
+
+    [Fact]
+    public async Task EveryPoolBlockComesHomeAndEveryDescriptorIsClosed()
+    {
+        int descriptorsBefore = Directory.GetFiles("/proc/self/fd").Length;
+        int ringThreadsBefore = RingThreadCount();
+        TestServer server = await TestServer.StartAsync(app => app.Run(async context =>
+        {
+            using var body = new MemoryStream();
+            await context.Request.Body.CopyToAsync(body);
+            await context.Response.Body.WriteAsync(new byte[body.Length + 100_000]);
+        }));
+        var pool = Factory(server.Services).Group!.MemoryPool;
+        Assert.True(RingThreadCount() > ringThreadsBefore);
+        using (HttpClient client = server.CreateClient())
+        {
+            var tasks = new List<Task>();
+            for (int i = 0; i < 40; i++)
+            {
+                tasks.Add(Task.Run(async () =>
+                {
+                    using var content = new ByteArrayContent(new byte[300_000]);
+                    using HttpResponseMessage response = await client.PostAsync("/", content, TestContext.Current.CancellationToken);
+                    Assert.Equal(400_000, (await response.Content.ReadAsByteArrayAsync(TestContext.Current.CancellationToken)).Length);
+                }, TestContext.Current.CancellationToken));
+            }
+
+            await Task.WhenAll(tasks);
+            Assert.True(pool.AllocatedBlocks > 0, "the connections' pipes draw on the transport's pool");
+        }
+
+        await server.DisposeAsync();
+        Assert.Equal(0, pool.RentedBlocks);
+        Assert.Equal(ringThreadsBefore, RingThreadCount());
+        Assert.Equal(descriptorsBefore, Directory.GetFiles("/proc/self/fd").Length);
+    }
+
+    [Fact]
+    public async Task AbortResetsTheConnection()
+    {
+        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        {
+            await connection.Transport.Input.ReadAsync();
+            connection.Abort();
+        })));
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+        var ex = await Assert.ThrowsAsync<SocketException>(async () => await socket.ReceiveAsync(new byte[16], SocketFlags.None, TestContext.Current.CancellationToken));
+        Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+    }
+
+    [Fact]
+    public async Task DisabledFromConfigurationServesOnSockets()
+    {
+        string? connectionType = null;
+        using IHost host = new HostBuilder()
+            .ConfigureAppConfiguration(c => c.AddInMemoryCollection(new Dictionary<string, string?> { ["IoUring:Enabled"] = "false" }))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Use(next => connection =>
+                {
+                    connectionType = connection.GetType().Name;
+                    return next(connection);
+                })))
+                .UseIoUringTransport()
+                .Configure(app => app.Run(context => context.Response.WriteAsync("sockets"))))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        using var client = new HttpClient();
+        Assert.Equal("sockets", await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
+        Assert.NotEqual("IoUringConnection", connectionType);
+        Assert.False(Factory(host.Services).IsUsingIoUring);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task UnavailableIoUringFallsBackWithOneWarningNamingTheReason()
+    {
+        var logs = new CapturingLoggerProvider();
+        using IHost host = BuildHost(logs, fallback: true, listeners: 2);
+        Factory(host.Services).AvailabilityCheck = () => IoUringAvailability.Classify(Interop.Errno.EPERM, new IoUringAvailability.SystemState(2, 0));
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        Assert.False(Factory(host.Services).IsUsingIoUring);
+        var warnings = logs.Entries.Where(e => e.Category == "IoUring.Transport" && e.Level == LogLevel.Warning).ToList();
+        var warning = Assert.Single(warnings);
+        Assert.Contains("kernel.io_uring_disabled is 2", warning.Message, StringComparison.Ordinal);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task UnavailableIoUringWithoutFallbackFailsAtStartWithTheReason()
+    {
+        using IHost host = BuildHost(new CapturingLoggerProvider(), fallback: false, listeners: 1);
+        Factory(host.Services).AvailabilityCheck = () => IoUringAvailability.Classify(Interop.Errno.ENOSYS, new IoUringAvailability.SystemState(null, 2));
+        var ex = await Assert.ThrowsAsync<IoUringUnavailableException>(() => host.StartAsync(TestContext.Current.CancellationToken));
+        Assert.Equal(IoUringUnavailableReason.BlockedBySecurityPolicy, ex.Reason);
+    }
+
+    [Fact]
+    public async Task InvalidOptionsFailAtStartNamingTheOption()
+    {
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
+                .UseIoUringTransport(o => o.ReceiveBufferCount = 1000)
+                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
+            .Build();
+        var ex = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => host.StartAsync(TestContext.Current.CancellationToken));
+        Assert.Contains("ReceiveBufferCount must be a power of two", ex.Message, StringComparison.Ordinal);
+    }
+
+    private static IHost BuildHost(CapturingLoggerProvider logs, bool fallback, int listeners)
+        => new HostBuilder()
+            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k =>
+                {
+                    for (int i = 0; i < listeners; i++)
+                    {
+                        k.Listen(IPAddress.Loopback, 0);
+                    }
+                })
+                .UseIoUringTransport(o => o.FallbackToSockets = fallback)
+                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
+            .Build();
+
+    private static int RingThreadCount()
+        => Directory.GetDirectories("/proc/self/task").Count(t =>
+        {
+            try
+            {
+                return File.ReadAllText(Path.Combine(t, "comm")).StartsWith("io_uring ring", StringComparison.Ordinal);
+            }
+            catch (IOException)
+            {
+                return false; // the thread exited while we looked
+            }
+        });
+}
+
+[CollectionDefinition(nameof(IoUringTransportTests), DisableParallelization = true)]
+public sealed class IoUringTransportTestsCollection
+{
 }

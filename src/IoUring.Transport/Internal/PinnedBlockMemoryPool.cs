@@ -16,13 +16,17 @@ internal sealed class PinnedBlockMemoryPool : MemoryPool<byte>
     public const int BlockSize = 4096;
 
     private readonly ConcurrentQueue<Block> _blocks = new();
-    private long _rented; // blocks currently out of the pool (a leak check for tests and metrics)
+    private long _rented;    // blocks currently out of the pool (a leak check for tests and metrics)
+    private long _allocated; // blocks ever allocated (the pool's footprint)
     private bool _disposed;
 
     public override int MaxBufferSize => BlockSize;
 
     /// <summary>Blocks rented and not yet returned.</summary>
     public long RentedBlocks => Interlocked.Read(ref _rented);
+
+    /// <summary>Blocks allocated since the pool was created.</summary>
+    public long AllocatedBlocks => Interlocked.Read(ref _allocated);
 
     public override IMemoryOwner<byte> Rent(int minBufferSize = -1)
     {
@@ -39,6 +43,7 @@ internal sealed class PinnedBlockMemoryPool : MemoryPool<byte>
             return block;
         }
 
+        Interlocked.Increment(ref _allocated);
         return new Block(this);
     }
 
