@@ -60,6 +60,15 @@ public sealed class IoUringTransportOptions
     /// <remarks>Defaults to false.</remarks>
     public bool UnsafePreferInlineScheduling { get; set; }
 
+    /// <summary>
+    /// Sends of at least this many bytes use zero-copy send (IORING_OP_SENDMSG_ZC): the kernel
+    /// reads the transport's buffers in place instead of copying them, and the buffers stay pinned
+    /// until it says it is done. It pays for large sends on real network devices; over loopback the
+    /// kernel copies anyway, so measure before enabling. Null disables it.
+    /// </summary>
+    /// <remarks>Defaults to null (never).</remarks>
+    public int? ZeroCopySendThreshold { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     internal void Validate()
     {
@@ -70,6 +79,7 @@ public sealed class IoUringTransportOptions
         Check(Backlog >= 1, nameof(Backlog), Backlog, "must be at least 1");
         Check(MaxReadBufferSize is null or >= 0, nameof(MaxReadBufferSize), MaxReadBufferSize, "must not be negative");
         Check(MaxWriteBufferSize is null or >= 0, nameof(MaxWriteBufferSize), MaxWriteBufferSize, "must not be negative");
+        Check(ZeroCopySendThreshold is null or >= 1, nameof(ZeroCopySendThreshold), ZeroCopySendThreshold, "must be at least 1 byte, or null to disable");
 
         static bool IsPowerOfTwo(int value) => (value & (value - 1)) == 0;
 

@@ -82,6 +82,41 @@ public class IoUringTransportTests
     }
 
     [Fact]
+    public async Task ZeroCopySendsDeliverLargeResponsesIntact()
+    {
+        const int Size = 8 * 1024 * 1024;
+        byte[] expected = new byte[Size];
+        new Random(11).NextBytes(expected);
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.ZeroCopySendThreshold = 16 * 1024;
+                })
+                .Configure(app => app.Run(async context =>
+                {
+                    for (int offset = 0; offset < Size; offset += 256 * 1024)
+                    {
+                        await context.Response.Body.WriteAsync(expected.AsMemory(offset, 256 * 1024));
+                    }
+                })))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        using var client = new HttpClient();
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal(expected, await client.GetByteArrayAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
+        }
+
+        Assert.True(Factory(host.Services).Group!.Rings.Sum(r => r.ZeroCopySends) > 0, "no send went zero-copy");
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task AbortResetsTheConnection()
     {
         await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>

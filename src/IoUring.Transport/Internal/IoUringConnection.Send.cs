@@ -24,6 +24,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
     private int _iovIndex;        // first iovec not fully sent
     private int _sendTotal;
     private int _sendDone;
+    private int _zcResult;        // result of a zero-copy send whose notification is still due
 
     private void InitializeSend()
     {
@@ -91,15 +92,37 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _msg->Iov = _iovecs + _iovIndex;
         _msg->IovLen = (nuint)(_iovCount - _iovIndex);
         Sqe* sqe = _ring.GetSqe();
-        sqe->PrepSendMsg(_fd, _msg, MsgNoSignal);
+        if (_sendTotal - _sendDone >= _ring.ZeroCopySendThreshold)
+        {
+            // Two CQEs: the result (F_MORE), then the notification (F_NOTIF) once the kernel no
+            // longer reads our memory (io_uring_prep_sendmsg_zc(3)). The send completes on the
+            // notification, so the send loop cannot recycle the blocks while the NIC may read them.
+            sqe->PrepSendMsgZc(_fd, _msg, MsgNoSignal);
+            _ring.ZeroCopySends++;
+        }
+        else
+        {
+            sqe->PrepSendMsg(_fd, _msg, MsgNoSignal);
+        }
+
         sqe->UserData = UserData.Encode(OpKind.Send, _slot, _generation);
         _sendsInFlight++;
     }
 
     private void OnSend(in Cqe cqe)
     {
-        _sendsInFlight--;
         int result = cqe.Res;
+        if (cqe.IsNotification)
+        {
+            result = _zcResult; // the memory is free now; act on the result held back below
+        }
+        else if (cqe.HasMore)
+        {
+            _zcResult = result; // a zero-copy send: wait for its notification
+            return;
+        }
+
+        _sendsInFlight--;
         if (result < 0)
         {
             CompleteSend(result);

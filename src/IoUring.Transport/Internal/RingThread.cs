@@ -59,6 +59,12 @@ internal sealed unsafe class RingThread
 
     public bool IsOnRingThread => Thread.CurrentThread == _thread;
 
+    /// <summary>The threshold for zero-copy sends, or int.MaxValue when disabled or unsupported (set before the loop starts).</summary>
+    public int ZeroCopySendThreshold { get; private set; } = int.MaxValue;
+
+    /// <summary>Zero-copy sends issued so far (ring thread writes; read for tests and metrics).</summary>
+    public long ZeroCopySends { get; set; }
+
     /// <summary>Starts the thread and waits until its ring is set up; a setup failure is rethrown here.</summary>
     public void Start()
     {
@@ -144,6 +150,11 @@ internal sealed unsafe class RingThread
                 CqEntries = (uint)_options.SubmissionQueueSize * 8,
             });
             _ring.RegisterRingFd();
+            if (_options.ZeroCopySendThreshold is int threshold && _ring.Probe().IsSupported(IoUringConstants.Op.SendMsgZc))
+            {
+                ZeroCopySendThreshold = threshold;
+            }
+
             _buffers = BufferRing.Create(_ring, 0, _options.ReceiveBufferCount, _options.ReceiveBufferSize);
             // Blocking on purpose: io_uring honours O_NONBLOCK on reads and would complete the pending
             // read with -EAGAIN instead of parking it until a write.
