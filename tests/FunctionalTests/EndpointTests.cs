@@ -63,9 +63,10 @@ public class EndpointTests
         string path = Path.Combine(Path.GetTempPath(), $"iouring-{Guid.NewGuid():N}.sock");
         try
         {
-            await using var server = await TestServer.StartAsync(
+            TestServer server = await TestServer.StartAsync(
                 app => app.Run(context => context.Response.WriteAsync("unix " + TransportSelector.Name)),
                 kestrel => kestrel.ListenUnixSocket(path));
+            Assert.True(File.Exists(path));
             using HttpClient client = UnixClient(path);
             for (int i = 0; i < 10; i++)
             {
@@ -84,6 +85,8 @@ public class EndpointTests
             }
 
             Assert.All(await Task.WhenAll(tasks), s => Assert.Equal("unix " + TransportSelector.Name, s));
+            await server.DisposeAsync();
+            Assert.False(File.Exists(path), "the listener removes its socket file when it stops");
         }
         finally
         {

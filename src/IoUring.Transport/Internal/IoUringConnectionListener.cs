@@ -1,6 +1,8 @@
 using System;
+using System.IO;
 using System.Net;
 using System.Net.Sockets;
+using System.Text;
 using System.Threading;
 using System.Threading.Channels;
 using System.Threading.Tasks;
@@ -230,6 +232,37 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         }
 
         _accepted.Writer.TryComplete();
+        DeleteUnixSocketFile();
+    }
+
+    /// <summary>
+    /// A Unix socket bound to a path leaves a file behind; .NET's Socket deletes it when the listener
+    /// is disposed, so Kestrel on Sockets does, and so do we. Abstract names have no file.
+    /// </summary>
+    private void DeleteUnixSocketFile()
+    {
+        if (EndPoint is not UnixDomainSocketEndPoint unix)
+        {
+            return;
+        }
+
+        Span<byte> sockaddr = stackalloc byte[SocketAddressMarshal.MaxLength];
+        int length = SocketAddressMarshal.Write(unix, sockaddr);
+        ReadOnlySpan<byte> path = sockaddr[2..length];
+        if (path.IsEmpty || path[0] == 0)
+        {
+            return; // abstract or unnamed
+        }
+
+        int end = path.IndexOf((byte)0);
+        try
+        {
+            File.Delete(Encoding.UTF8.GetString(end >= 0 ? path[..end] : path));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            IoUringTransportLog.ListenerStopFailed(_logger, ex);
+        }
     }
 
     public async ValueTask DisposeAsync()
