@@ -132,7 +132,15 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
         // Read once, here: once the fd is closed its number may belong to another socket.
         EndPoint? local = LinuxSocket.GetLocalEndPoint(fd);
-        EndPoint? remote = LinuxSocket.GetRemoteEndPoint(fd);
+        EndPoint? remote;
+        try
+        {
+            remote = LinuxSocket.GetRemoteEndPoint(fd);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.NotConnected)
+        {
+            remote = null; // reset before we looked: the first receive reports it and the connection ends
+        }
         var connection = new IoUringConnection(ring, fd, local, remote, memoryPool, options, logger);
         connection.ArmReceive();
         connection._processing = connection.RunAsync();
@@ -329,8 +337,16 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _shutdownRequested = true;
         if (_abortive)
         {
-            // SO_LINGER {on, 0}: the close below sends RST and drops unsent data.
-            LinuxSocket.SetLingerZero(_fd);
+            // SO_LINGER {on, 0}: the close below sends RST and drops unsent data. It cannot fail
+            // on a socket we still hold; if the peer reset first there is nothing to reset anyway.
+            try
+            {
+                LinuxSocket.SetLingerZero(_fd);
+            }
+            catch (SocketException)
+            {
+            }
+
             Sqe* sqe = _ring.GetSqe();
             sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All);
             sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
@@ -338,7 +354,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         else
         {
             // FIN after everything queued; also ends the pending receive with end of stream.
-            LinuxSocket.Shutdown(_fd, SocketShutdown.Both);
+            _ = LinuxSocket.TryShutdown(_fd, SocketShutdown.Both);
             CancelReceive();
         }
 

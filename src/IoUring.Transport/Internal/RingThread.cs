@@ -255,7 +255,14 @@ internal sealed unsafe class RingThread
         while (_queue.TryDequeue(out var item))
         {
             any = true;
-            item.Work.Execute(this, item.Operation);
+            try
+            {
+                item.Work.Execute(this, item.Operation);
+            }
+            catch (Exception ex) when (item.Work is IoUringConnection connection)
+            {
+                FailConnection(connection, ex);
+            }
         }
 
         return any;
@@ -276,7 +283,25 @@ internal sealed unsafe class RingThread
             return; // a completion for a slot's previous owner
         }
 
-        _slots[slot]?.OnCompletion(this, kind, in cqe);
+        IRingCompletionHandler? handler = _slots[slot];
+        try
+        {
+            handler?.OnCompletion(this, kind, in cqe);
+        }
+        catch (Exception ex) when (handler is IoUringConnection connection)
+        {
+            FailConnection(connection, ex);
+        }
+    }
+
+    /// <summary>
+    /// A bug or an unexpected errno in one connection's handling must cost that connection only,
+    /// not the ring and every connection on it: log it and reset the connection.
+    /// </summary>
+    private void FailConnection(IoUringConnection connection, Exception ex)
+    {
+        IoUringTransportLog.ConnectionError(_logger, connection.ConnectionId, ex);
+        connection.Abort(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring transport failed handling this connection.", ex));
     }
 
     private void ArmWakeRead()

@@ -217,6 +217,18 @@ internal static unsafe class LinuxSocket
         }
     }
 
+    /// <summary>
+    /// shutdown(2) that reports failure instead of throwing: on a connection the peer already reset
+    /// there is nothing left to shut down (ENOTCONN), which is not an error for the caller.
+    /// </summary>
+    public static bool TryShutdown(int fd, SocketShutdown how)
+        => SocketInterop.Shutdown(fd, how switch
+        {
+            SocketShutdown.Receive => SocketInterop.SHUT_RD,
+            SocketShutdown.Send => SocketInterop.SHUT_WR,
+            _ => SocketInterop.SHUT_RDWR,
+        }) == 0;
+
     public static void Close(int fd)
     {
         if (SocketInterop.Close(fd) != 0)
