@@ -9,6 +9,7 @@ using System.Threading.Tasks;
 using IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
+using IoUring.Transport.Internal;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Configuration;
@@ -48,16 +49,26 @@ public class IoUringTransportTests
     [Fact]
     public async Task EveryPoolBlockComesHomeAndEveryDescriptorIsClosed()
     {
-        int descriptorsBefore = Directory.GetFiles("/proc/self/fd").Length;
-        int ringThreadsBefore = RingThreadCount();
-        TestServer server = await TestServer.StartAsync(app => app.Run(async context =>
+        static Task<TestServer> Start() => TestServer.StartAsync(app => app.Run(async context =>
         {
             using var body = new MemoryStream();
             await context.Request.Body.CopyToAsync(body);
             await context.Response.Body.WriteAsync(new byte[body.Length + 100_000]);
         }));
-        var pool = Factory(server.Services).Group!.MemoryPool;
-        Assert.True(RingThreadCount() > ringThreadsBefore);
+
+        // Warm up: the runtime opens descriptors of its own (its socket engine's epoll) on first use.
+        await using (TestServer warmUp = await Start())
+        {
+            using HttpClient client = warmUp.CreateClient();
+            using var content = new ByteArrayContent(new byte[10]);
+            (await client.PostAsync("/", content, TestContext.Current.CancellationToken)).Dispose();
+        }
+
+        int descriptorsBefore = TransportDescriptors().Count;
+        TestServer server = await Start();
+        RingGroup group = Factory(server.Services).Group!;
+        PinnedBlockMemoryPool pool = group.MemoryPool;
+        Assert.All(group.Rings, r => Assert.True(r.IsRunning));
         using (HttpClient client = server.CreateClient())
         {
             var tasks = new List<Task>();
@@ -77,8 +88,10 @@ public class IoUringTransportTests
 
         await server.DisposeAsync();
         Assert.Equal(0, pool.RentedBlocks);
-        Assert.Equal(ringThreadsBefore, RingThreadCount());
-        Assert.Equal(descriptorsBefore, Directory.GetFiles("/proc/self/fd").Length);
+        Assert.All(group.Rings, r => Assert.False(r.IsRunning));
+        List<string> descriptors = TransportDescriptors();
+        Assert.True(descriptorsBefore == descriptors.Count, $"{descriptors.Count - descriptorsBefore} descriptors left open: " +
+            string.Join(", ", descriptors.GroupBy(t => t).Select(g => $"{g.Key} x{g.Count()}")));
     }
 
     [Fact]
@@ -113,6 +126,94 @@ public class IoUringTransportTests
         }
 
         Assert.True(Factory(host.Services).Group!.Rings.Sum(r => r.ZeroCopySends) > 0, "no send went zero-copy");
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    /// <summary>
+    /// A ring with only 16 receive buffers, eight connections whose application reads nothing, and
+    /// fast connections beside them: the stalled ones must not keep the ring's buffers (their data
+    /// is copied out once buffers run short), the fast ones are served, and every byte of all of
+    /// them arrives in order.
+    /// </summary>
+    [Fact]
+    public async Task StalledReadersCannotDrainTheRingsBuffers()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    var input = connection.Transport.Input;
+                    var first = await input.ReadAsync();
+                    bool stall = first.Buffer.FirstSpan[0] == (byte)'S';
+                    input.AdvanceTo(first.Buffer.Start);
+                    if (stall)
+                    {
+                        await release.Task;
+                    }
+
+                    // Echo everything back, then close.
+                    while (true)
+                    {
+                        var result = await input.ReadAsync();
+                        foreach (ReadOnlyMemory<byte> segment in result.Buffer)
+                        {
+                            await connection.Transport.Output.WriteAsync(segment);
+                        }
+
+                        input.AdvanceTo(result.Buffer.End);
+                        if (result.IsCompleted)
+                        {
+                            break;
+                        }
+                    }
+                })))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 1;
+                    o.ReceiveBufferCount = 16;
+                    o.ReceiveBufferSize = 4096;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+
+        async Task<bool> Exchange(byte tag, int size, Task? before)
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, port);
+            var payload = new byte[size];
+            new Random(size + tag).NextBytes(payload);
+            payload[0] = tag;
+            Task<byte[]> echo = ConnectionMiddlewareTests.ReadAllAsync(socket);
+            await socket.SendAsync(payload, SocketFlags.None);
+            if (before is not null)
+            {
+                await before;
+            }
+
+            socket.Shutdown(SocketShutdown.Send);
+            return (await echo).AsSpan().SequenceEqual(payload);
+        }
+
+        var stalled = new Task<bool>[8];
+        for (int i = 0; i < stalled.Length; i++)
+        {
+            stalled[i] = Task.Run(() => Exchange((byte)'S', 128 * 1024, release.Task), TestContext.Current.CancellationToken);
+        }
+
+        var fast = new Task<bool>[16];
+        for (int i = 0; i < fast.Length; i++)
+        {
+            fast[i] = Task.Run(() => Exchange((byte)'F', 256 * 1024, null), TestContext.Current.CancellationToken);
+        }
+
+        Assert.All(await Task.WhenAll(fast).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
+        release.SetResult();
+        Assert.All(await Task.WhenAll(stalled).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
         await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
@@ -207,18 +308,28 @@ public class IoUringTransportTests
                 .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
             .Build();
 
-    private static int RingThreadCount()
-        => Directory.GetDirectories("/proc/self/task").Count(t =>
+    /// <summary>The kinds of descriptor the transport opens: sockets, rings ([io_uring]) and eventfds (the runtime maps assemblies lazily, so files are left out).</summary>
+    private static List<string> TransportDescriptors()
+    {
+        var targets = new List<string>();
+        foreach (string fd in Directory.GetFiles("/proc/self/fd"))
         {
             try
             {
-                return File.ReadAllText(Path.Combine(t, "comm")).StartsWith("io_uring ring", StringComparison.Ordinal);
+                string? target = new FileInfo(fd).LinkTarget;
+                if (target is not null && (target.StartsWith("socket:", StringComparison.Ordinal) || target.StartsWith("anon_inode:", StringComparison.Ordinal)))
+                {
+                    targets.Add(target.StartsWith("socket:", StringComparison.Ordinal) ? "socket" : target);
+                }
             }
             catch (IOException)
             {
-                return false; // the thread exited while we looked
+                // closed while we looked
             }
-        });
+        }
+
+        return targets;
+    }
 }
 
 [CollectionDefinition(nameof(IoUringTransportTests), DisableParallelization = true)]

@@ -1,8 +1,9 @@
 using System;
+using System.Buffers;
+using System.Collections.Generic;
 using System.IO;
-using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
-using System.Threading.Tasks;
+using System.Threading;
 using IoUring.Interop;
 using Microsoft.AspNetCore.Connections;
 
@@ -10,15 +11,15 @@ namespace IoUring.Transport.Internal;
 
 internal sealed unsafe partial class IoUringConnection
 {
+    private const int OpInputCompleted = 5;
+
     // Ring-thread state of the receive side.
     private bool _recvArmed;            // a multishot receive is in the kernel (until a CQE without F_MORE)
-    private bool _receivePaused;        // MaxReadBufferSize reached: waiting for the application to read
     private bool _inputDone;            // Transport.Input's writer is completed; nothing more is received
-    private bool _unflushed;            // bytes written to the input pipe since the last flush
-    private ValueTask<FlushResult> _pendingFlush; // the flush that paused reception
-    private Action? _onFlushCompleted;
+    private int _receivePaused;         // 1 while MaxReadBufferSize is reached; set by the ring thread, read by the reader
+    private int _resumePosted;          // 1 while an OpResumeReceive is queued (any thread)
 
-    private bool CanReceive => !_inputDone && !_receivePaused && !_shutdownRequested;
+    private bool CanReceive => !_inputDone && Volatile.Read(ref _receivePaused) == 0 && !_shutdownRequested;
 
     private void ArmReceive()
     {
@@ -55,31 +56,34 @@ internal sealed unsafe partial class IoUringConnection
         }
 
         int result = cqe.Res;
+        if (cqe.HasBuffer)
+        {
+            _ring.BufferTaken();
+        }
+
         if (result > 0)
         {
-            ushort bufferId = cqe.BufferId;
-            if (!_inputDone)
+            Deliver(cqe.BufferId, result);
+            if (!_inputDone && _maxReadBufferSize > 0 && _reader.Length >= _maxReadBufferSize)
             {
-                CopyToInput(_ring.Buffers.GetSpan(bufferId, result));
-            }
-
-            // Copied: the buffer goes straight back, so a slow reader never holds ring buffers.
-            _ring.Buffers.Return(bufferId);
-            if (!_inputDone && !_receivePaused)
-            {
-                FlushInput();
+                PauseReceive();
             }
         }
         else if (result == 0)
         {
+            if (cqe.HasBuffer)
+            {
+                _ring.ReturnBufferOnRing(cqe.BufferId);
+            }
+
             // End of stream: the peer sent FIN, or our own shutdown ended the receive.
             EndReceive(_shutdownRequested ? _shutdownReason : null);
             return;
         }
         else if (result == -Errno.ENOBUFS)
         {
-            // The ring's buffers are all out; the kernel ended the multishot. Re-arm after the
-            // current batch has returned buffers (RingThread calls RearmReceiveAfterBufferShortage).
+            // The ring's buffers are all out; the kernel ended the multishot. The ring re-arms
+            // this connection once it has buffers again.
             if (CanReceive)
             {
                 _ring.WaitForBuffers(this);
@@ -107,95 +111,103 @@ internal sealed unsafe partial class IoUringConnection
         }
     }
 
-    private void CopyToInput(ReadOnlySpan<byte> data)
+    /// <summary>
+    /// Hands received bytes to the input pipe: the provided buffer itself while this connection
+    /// holds few of them and the ring has plenty; otherwise a copy in pool blocks, and the buffer
+    /// goes straight back (DESIGN: one slow reader must not starve the ring).
+    /// </summary>
+    private void Deliver(ushort bufferId, int length)
     {
-        PipeWriter writer = _input.Writer;
-        while (!data.IsEmpty)
+        if (_inputDone)
         {
-            Span<byte> destination = writer.GetSpan(1);
-            int n = Math.Min(destination.Length, data.Length);
-            data[..n].CopyTo(destination);
-            writer.Advance(n);
-            data = data[n..];
+            _ring.ReturnBufferOnRing(bufferId);
+            return;
         }
 
-        _unflushed = true;
-    }
-
-    // The flush's ValueTask is kept when it does not complete at once and consumed exactly once,
-    // from its own completion callback (ResumeReceive): what CA2012 guards against cannot happen.
-#pragma warning disable CA2012
-    private void FlushInput()
-    {
-        _unflushed = false;
-        ValueTask<FlushResult> flush = _input.Writer.FlushAsync();
-        if (flush.IsCompletedSuccessfully)
+        if (_reader.HeldRingBuffers < MaxHeldRingBuffers && !_ring.BuffersScarce)
         {
-            FlushResult result = flush.Result;
-            if (result.IsCompleted)
+            if (!_reader.Append(_ring.BufferMemory(bufferId).Memory[..length], bufferId, owner: null))
             {
-                StopReceiving();
+                _ring.ReturnBufferOnRing(bufferId);
             }
 
             return;
         }
 
-        // The reader is MaxReadBufferSize behind: stop taking buffers from the ring until it catches up.
-        _receivePaused = true;
-        _pendingFlush = flush;
+        ReadOnlySpan<byte> data = _ring.Buffers.GetSpan(bufferId, length);
+        while (!data.IsEmpty)
+        {
+            IMemoryOwner<byte> block = MemoryPool.Rent(Math.Min(data.Length, PinnedBlockMemoryPool.BlockSize));
+            int n = Math.Min(block.Memory.Length, data.Length);
+            data[..n].CopyTo(block.Memory.Span);
+            if (!_reader.Append(block.Memory[..n], bufferId: -1, block))
+            {
+                block.Dispose();
+                break;
+            }
+
+            data = data[n..];
+        }
+
+        _ring.ReturnBufferOnRing(bufferId);
+    }
+
+    /// <summary>The application is MaxReadBufferSize behind: stop taking data until it catches up.</summary>
+    private void PauseReceive()
+    {
+        Interlocked.Exchange(ref _receivePaused, 1);
+        // Pairs with the reader's AdvanceTo: it lowers the length under its lock, then looks at
+        // _receivePaused. Both sides use full fences, so either it sees the pause (and posts a
+        // resume) or we see its progress here.
+        if (_reader.Length <= _resumeThreshold)
+        {
+            Interlocked.Exchange(ref _receivePaused, 0);
+            return;
+        }
+
         CancelReceive();
         IoUringTransportLog.ReceivePaused(_logger, ConnectionId);
-        _onFlushCompleted ??= () => _ring.Post(this, OpResumeReceive);
-        flush.GetAwaiter().UnsafeOnCompleted(_onFlushCompleted);
     }
-#pragma warning restore CA2012
+
+    /// <summary>The reader consumed down to the resume threshold (any thread).</summary>
+    public void ResumeReceiveIfPaused()
+    {
+        if (Volatile.Read(ref _receivePaused) != 0 && Interlocked.Exchange(ref _resumePosted, 1) == 0)
+        {
+            _ring.Post(this, OpResumeReceive);
+        }
+    }
 
     private void ResumeReceive()
     {
-        if (!_receivePaused)
+        Volatile.Write(ref _resumePosted, 0);
+        if (Volatile.Read(ref _receivePaused) == 0 || _reader.Length > _resumeThreshold)
         {
             return;
         }
 
-        _receivePaused = false;
-        ValueTask<FlushResult> flush = _pendingFlush;
-        _pendingFlush = default;
-        FlushResult result;
-        try
-        {
-            // Completed: this runs from the flush's own completion callback.
-#pragma warning disable CA2012
-            result = flush.GetAwaiter().GetResult();
-#pragma warning restore CA2012
-        }
-        catch (Exception ex)
-        {
-            EndReceive(ex);
-            return;
-        }
-
+        Interlocked.Exchange(ref _receivePaused, 0);
         IoUringTransportLog.ReceiveResumed(_logger, ConnectionId);
-        if (result.IsCompleted)
-        {
-            StopReceiving();
-            return;
-        }
-
-        if (_unflushed)
-        {
-            // Data that arrived while the cancel was in flight.
-            FlushInput();
-        }
-
         if (!_recvArmed && CanReceive && !_closed)
         {
             ArmReceive();
         }
     }
 
+    /// <summary>The application completed Transport.Input (any thread).</summary>
+    public void InputCompletedByApplication() => _ring.Post(this, OpInputCompleted);
+
+    /// <summary>Buffers the application advanced past (any thread).</summary>
+    public void ReturnReceiveBuffers(List<int> bufferIds) => _ring.ReturnBuffers(bufferIds);
+
     /// <summary>The application completed Transport.Input: receive nothing more.</summary>
     private void StopReceiving()
     {
+        if (_closed)
+        {
+            return;
+        }
+
         CancelReceive();
         EndReceive(null);
     }
@@ -217,7 +229,7 @@ internal sealed unsafe partial class IoUringConnection
             IoUringTransportLog.ConnectionReadFin(_logger, ConnectionId);
         }
 
-        _input.Writer.Complete(error);
+        _reader.CompleteWriter(error);
         _receiveDone.TrySetResult();
     }
 

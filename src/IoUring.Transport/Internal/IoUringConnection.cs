@@ -35,7 +35,11 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private readonly int _slot;
     private readonly uint _generation;
     private readonly ILogger _logger;
-    private readonly Pipe _input;   // ring thread writes, application reads
+    private const int MaxHeldRingBuffers = 16; // provided buffers one connection may hold before receives are copied
+
+    private readonly ReceivePipeReader _reader; // ring thread appends, application reads
+    private readonly long _maxReadBufferSize;   // 0: unlimited
+    private readonly long _resumeThreshold;
     private readonly Pipe _output;  // application writes, send loop reads
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
     private readonly TaskCompletionSource _receiveDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -72,12 +76,14 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         PipeScheduler applicationScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
         long maxRead = options.MaxReadBufferSize ?? 0;
         long maxWrite = options.MaxWriteBufferSize ?? 0;
-        // Input: the ring thread writes (inline continuations: resuming only posts to the ring);
-        // the application reads on the thread pool unless it opted into the ring thread.
-        _input = new Pipe(new PipeOptions(memoryPool, applicationScheduler, PipeScheduler.Inline, maxRead, maxRead / 2, useSynchronizationContext: false));
+        // Input: the ring thread appends the received buffers; the application's read continuations
+        // run on the thread pool unless it opted into the ring thread.
+        _maxReadBufferSize = maxRead;
+        _resumeThreshold = maxRead > 0 ? maxRead / 2 : long.MaxValue;
+        _reader = new ReceivePipeReader(this, _resumeThreshold, options.UnsafePreferInlineScheduling);
         // Output: the application writes; the send loop reads on the thread pool.
         _output = new Pipe(new PipeOptions(memoryPool, PipeScheduler.ThreadPool, applicationScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
-        Transport = new DuplexPipe(_input.Reader, _output.Writer);
+        Transport = new DuplexPipe(_reader, _output.Writer);
         ConnectionClosed = _connectionClosedTokenSource.Token;
 
         Features = new FeatureCollection();
@@ -156,7 +162,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public override async ValueTask DisposeAsync()
     {
-        _input.Reader.Complete();
+        _reader.Complete();
         _output.Writer.Complete();
         await _processing.ConfigureAwait(false);
         _connectionClosedTokenSource.Dispose();
@@ -181,6 +187,9 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
                 break;
             case OpSend:
                 StartSend();
+                break;
+            case OpInputCompleted:
+                StopReceiving();
                 break;
         }
     }

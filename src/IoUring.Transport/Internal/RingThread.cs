@@ -27,6 +27,7 @@ internal sealed unsafe class RingThread
     private readonly List<uint> _generations = [];
     private readonly Stack<int> _freeSlots = new();
     private readonly List<IoUringConnection> _waitingForBuffers = [];
+    private readonly ConcurrentQueue<int> _returnedBuffers = new(); // provided buffers the application is done with
 
     private Ring? _ring;
     private BufferRing? _buffers;
@@ -35,6 +36,8 @@ internal sealed unsafe class RingThread
     private int _needsWake;            // 1 while the ring thread is about to sleep or sleeping; set by it, cleared by either side.
     private volatile bool _stopping;   // set by Stop; the loop ends once no slot is in use.
     private int _liveSlots;            // ring thread only.
+    private int _buffersOut;           // provided buffers the kernel filled and we have not given back (ring thread only).
+    private ReceiveBufferMemory[] _bufferMemory = [];
     private Exception? _startError;
 
     public RingThread(int index, IoUringTransportOptions options, ILogger logger)
@@ -58,6 +61,9 @@ internal sealed unsafe class RingThread
     public BufferRing Buffers => _buffers!;
 
     public bool IsOnRingThread => Thread.CurrentThread == _thread;
+
+    /// <summary>Whether the ring's thread is still running.</summary>
+    public bool IsRunning => _thread.IsAlive;
 
     /// <summary>The threshold for zero-copy sends, or int.MaxValue when disabled or unsupported (set before the loop starts).</summary>
     public int ZeroCopySendThreshold { get; private set; } = int.MaxValue;
@@ -121,7 +127,38 @@ internal sealed unsafe class RingThread
         _liveSlots--;
     }
 
-    /// <summary>A connection whose multishot receive ended with ENOBUFS; re-armed after this batch returned buffers.</summary>
+    /// <summary>Memory over provided buffer <paramref name="bufferId"/>, for pipe segments.</summary>
+    public ReceiveBufferMemory BufferMemory(ushort bufferId) => _bufferMemory[bufferId];
+
+    /// <summary>
+    /// Whether receives should be copied out and their buffers returned at once: when a quarter or
+    /// less of the ring's buffers is left, holding more would let slow readers starve every other
+    /// connection of the ring (ring thread).
+    /// </summary>
+    public bool BuffersScarce => _buffersOut > _buffers!.Count * 3 / 4;
+
+    /// <summary>Counts a buffer the kernel just filled (ring thread).</summary>
+    public void BufferTaken() => _buffersOut++;
+
+    /// <summary>Gives a buffer straight back from the ring thread.</summary>
+    public void ReturnBufferOnRing(ushort bufferId)
+    {
+        _buffers!.Return(bufferId);
+        _buffersOut--;
+    }
+
+    /// <summary>The application advanced past these buffers; any thread. They go back on the next loop turn.</summary>
+    public void ReturnBuffers(List<int> bufferIds)
+    {
+        foreach (int id in bufferIds)
+        {
+            _returnedBuffers.Enqueue(id);
+        }
+
+        Wake();
+    }
+
+    /// <summary>A connection whose multishot receive ended with ENOBUFS; re-armed once the ring has buffers again.</summary>
     public void WaitForBuffers(IoUringConnection connection) => _waitingForBuffers.Add(connection);
 
     /// <summary>The next SQE, submitting first if the queue is full (ring thread).</summary>
@@ -156,6 +193,12 @@ internal sealed unsafe class RingThread
             }
 
             _buffers = BufferRing.Create(_ring, 0, _options.ReceiveBufferCount, _options.ReceiveBufferSize);
+            _bufferMemory = new ReceiveBufferMemory[_buffers.Count];
+            for (int i = 0; i < _bufferMemory.Length; i++)
+            {
+                _bufferMemory[i] = new ReceiveBufferMemory(_buffers.GetBuffer((ushort)i), _buffers.BufferSize);
+            }
+
             // Blocking on purpose: io_uring honours O_NONBLOCK on reads and would complete the pending
             // read with -EAGAIN instead of parking it until a write.
             _eventFd = Libc.EventFd(0, Libc.EfdCloexec);
@@ -196,17 +239,17 @@ internal sealed unsafe class RingThread
         var batch = new Cqe[CompletionBatch];
         while (true)
         {
-            bool didWork = DrainQueue();
+            bool didWork = DrainQueue() | DrainReturnedBuffers();
             int count = _ring!.CopyCompletions(batch);
             for (int i = 0; i < count; i++)
             {
                 Dispatch(in batch[i]);
             }
 
-            if (_waitingForBuffers.Count > 0)
+            if (_waitingForBuffers.Count > 0 && _buffersOut < _buffers!.Count)
             {
-                // Buffers handed back during this batch are in the ring again: re-arm now, so a dry
-                // ring costs one failed receive per connection and never a loop without progress.
+                // The ring has buffers again: re-arm. While it has none, waiting connections stay
+                // parked until a return, so a dry ring never turns into a loop without progress.
                 foreach (IoUringConnection connection in _waitingForBuffers)
                 {
                     connection.RearmReceiveAfterBufferShortage();
@@ -215,7 +258,7 @@ internal sealed unsafe class RingThread
                 _waitingForBuffers.Clear();
             }
 
-            if (_stopping && _liveSlots == 0)
+            if (_stopping && _liveSlots == 0 && _buffersOut == 0)
             {
                 return;
             }
@@ -228,7 +271,7 @@ internal sealed unsafe class RingThread
 
             // Announce the sleep, then look once more: a Post that missed the flag is seen here.
             Interlocked.Exchange(ref _needsWake, 1);
-            if (!_queue.IsEmpty || _stopping)
+            if (!_queue.IsEmpty || !_returnedBuffers.IsEmpty || _stopping)
             {
                 Interlocked.Exchange(ref _needsWake, 0);
                 continue;
@@ -237,6 +280,24 @@ internal sealed unsafe class RingThread
             Submit(_ring.SubmitAndWait(1));
             Interlocked.Exchange(ref _needsWake, 0);
         }
+    }
+
+    private bool DrainReturnedBuffers()
+    {
+        int count = 0;
+        while (_returnedBuffers.TryDequeue(out int id))
+        {
+            _buffers!.Add((ushort)id, count++);
+        }
+
+        if (count == 0)
+        {
+            return false;
+        }
+
+        _buffers!.Advance(count); // one tail store publishes the whole batch
+        _buffersOut -= count;
+        return true;
     }
 
     private static void Submit(int result)
@@ -328,7 +389,13 @@ internal sealed unsafe class RingThread
 
     private void Cleanup()
     {
-        _buffers?.Dispose();
+        // Buffers still referenced by an application's unread input would dangle if freed: a ring
+        // that ends that way (it failed, or its stop timed out) leaks them instead.
+        if (_buffersOut == 0)
+        {
+            _buffers?.Dispose();
+        }
+
         _ring?.Dispose();
         if (_eventFd >= 0)
         {
