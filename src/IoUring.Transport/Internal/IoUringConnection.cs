@@ -23,7 +23,7 @@ namespace IoUring.Transport.Internal;
 /// </summary>
 internal sealed partial class IoUringConnection : ConnectionContext, IRingCompletionHandler, IRingWork,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
-    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature, IReceiveBufferOwner
 {
     private const int OpShutdown = 1;
     private const int OpClose = 2;

@@ -23,7 +23,7 @@ namespace IoUring.Transport.Internal;
 internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResult>
 {
     private readonly object _sync = new();
-    private readonly IoUringConnection _connection;
+    private readonly IReceiveBufferOwner _connection;
     private readonly Stack<Segment> _spareSegments = new();
     private readonly long _resumeThreshold;
 
@@ -40,9 +40,9 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     private ManualResetValueTaskSourceCore<ReadResult> _readCore;
     private CancellationTokenRegistration _readCancellation;
     private int _heldRingBuffers;        // provided buffers referenced by segments
-    private long _appended;              // bytes ever appended: running indexes never repeat, so a stale position is caught
+    private long _appended;              // bytes ever appended: segments' running indexes only grow
 
-    public ReceivePipeReader(IoUringConnection connection, long resumeThreshold, bool inlineContinuations)
+    public ReceivePipeReader(IReceiveBufferOwner connection, long resumeThreshold, bool inlineContinuations)
     {
         _connection = connection;
         _resumeThreshold = resumeThreshold;

@@ -1,0 +1,16 @@
+using System.Collections.Generic;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>What <see cref="ReceivePipeReader"/> tells its connection; called from the application's threads.</summary>
+internal interface IReceiveBufferOwner
+{
+    /// <summary>The application advanced past these provided buffers.</summary>
+    void ReturnReceiveBuffers(List<int> bufferIds);
+
+    /// <summary>Unconsumed input fell to the resume threshold.</summary>
+    void ResumeReceiveIfPaused();
+
+    /// <summary>The application completed the reader.</summary>
+    void InputCompletedByApplication();
+}
