@@ -144,7 +144,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         if (toStop is not null)
         {
             // Joining the ring threads blocks; keep it off the caller's thread.
-            await Task.Run(toStop.Stop).ConfigureAwait(false);
+            await Task.Run(toStop.Dispose).ConfigureAwait(false);
         }
     }
 

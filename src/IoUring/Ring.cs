@@ -109,6 +109,12 @@ internal sealed unsafe class Ring : IDisposable
         _sqeTail = *_sqTail;
     }
 
+    /// <summary>io_uring_enter calls made (written by the owning thread; readable from any for metrics).</summary>
+    public long EnterCalls { get; private set; }
+
+    /// <summary>SQEs the kernel accepted (written by the owning thread; readable from any for metrics).</summary>
+    public long Submitted { get; private set; }
+
     /// <summary>The io_uring file descriptor.</summary>
     public int Fd { get; }
 
@@ -244,7 +250,7 @@ internal sealed unsafe class Ring : IDisposable
             return 0;
         }
 
-        return IoUringSyscalls.Enter(_enterFd, toSubmit, minComplete, flags, null, 0);
+        return Counted(IoUringSyscalls.Enter(_enterFd, toSubmit, minComplete, flags, null, 0));
     }
 
     /// <summary>
@@ -259,7 +265,18 @@ internal sealed unsafe class Ring : IDisposable
         GetEventsArg arg = default;
         arg.Ts = (ulong)&ts;
         uint flags = _enterFlags | Enter.GetEvents | Enter.ExtArg;
-        return IoUringSyscalls.Enter(_enterFd, toSubmit, minComplete, flags, &arg, (nuint)sizeof(GetEventsArg));
+        return Counted(IoUringSyscalls.Enter(_enterFd, toSubmit, minComplete, flags, &arg, (nuint)sizeof(GetEventsArg)));
+    }
+
+    private int Counted(int enterResult)
+    {
+        EnterCalls++;
+        if (enterResult > 0)
+        {
+            Submitted += enterResult;
+        }
+
+        return enterResult;
     }
 
     /// <summary>Reads the next CQE without consuming it.</summary>

@@ -218,6 +218,84 @@ public class IoUringTransportTests
     }
 
     [Fact]
+    public async Task MetricsReportConnectionsBytesAndRingActivityPerRing()
+    {
+        var values = new System.Collections.Concurrent.ConcurrentDictionary<(string Name, int Ring), long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "IoUring.Transport")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "ring")
+                {
+                    values[(instrument.Name, (int)tag.Value!)] = value;
+                }
+            }
+        });
+        listener.Start();
+
+        var openConnections = new List<Socket>();
+        await using var server = await TestServer.StartAsync(app => app.Run(async context =>
+        {
+            context.Response.ContentLength = 1000;
+            await context.Response.Body.WriteAsync(new byte[1000]);
+        }));
+        try
+        {
+            for (int i = 0; i < 10; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                openConnections.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+                await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+                // Read the whole response (headers, then a 1000-byte body); the connection stays open.
+                var response = new List<byte>();
+                var buffer = new byte[4096];
+                int headerEnd;
+                while ((headerEnd = IndexOfHeaderEnd(response)) < 0 || response.Count < headerEnd + 1000)
+                {
+                    int n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken);
+                    Assert.True(n > 0);
+                    response.AddRange(buffer.AsSpan(0, n).ToArray());
+                }
+            }
+
+            listener.RecordObservableInstruments();
+            int rings = Factory(server.Services).Group!.Rings.Length;
+            long Sum(string name) => Enumerable.Range(0, rings).Sum(r => values.GetValueOrDefault((name, r)));
+            Assert.Equal(10, Sum("iouring.connections.active"));
+            Assert.Equal(10, Sum("iouring.connections.accepted"));
+            Assert.True(Sum("iouring.bytes.received") >= 10 * "GET / HTTP/1.1\r\nHost: x\r\n\r\n".Length);
+            Assert.True(Sum("iouring.bytes.sent") >= 10 * 1000);
+            Assert.True(Sum("iouring.enters") > 0);
+            Assert.True(Sum("iouring.submissions") > 0);
+            Assert.True(Sum("iouring.completions") >= Sum("iouring.connections.accepted"));
+            Assert.True(values.ContainsKey(("iouring.buffers.in_use", 0)));
+            Assert.True(values.ContainsKey(("iouring.buffers.exhausted", 0)));
+        }
+        finally
+        {
+            foreach (Socket socket in openConnections)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    private static int IndexOfHeaderEnd(List<byte> data)
+    {
+        int i = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(data).IndexOf("\r\n\r\n"u8);
+        return i < 0 ? -1 : i + 4;
+    }
+
+    [Fact]
     public async Task AbortResetsTheConnection()
     {
         await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>

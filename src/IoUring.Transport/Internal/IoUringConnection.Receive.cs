@@ -63,6 +63,7 @@ internal sealed unsafe partial class IoUringConnection
 
         if (result > 0)
         {
+            _ring.BytesReceived += result;
             Deliver(cqe.BufferId, result);
             if (!_inputDone && _maxReadBufferSize > 0 && _reader.Length >= _maxReadBufferSize)
             {

@@ -130,6 +130,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         }
 
         _sendDone += result;
+        _ring.BytesSent += result;
         if (_sendDone < _sendTotal && !_shutdownRequested)
         {
             // A partial send (the socket buffer filled): skip what went out and continue.

@@ -148,6 +148,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             remote = null; // reset before we looked: the first receive reports it and the connection ends
         }
         var connection = new IoUringConnection(ring, fd, local, remote, memoryPool, options, logger);
+        ring.ConnectionsAccepted++;
+        ring.ActiveConnections++;
         connection.ArmReceive();
         connection._processing = connection.RunAsync();
         return connection;
@@ -384,6 +386,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _closed = true;
         Libc.Close(_fd);
         _ring.FreeSlot(_slot);
+        _ring.ActiveConnections--;
         _ringClosed.TrySetResult();
     }
 

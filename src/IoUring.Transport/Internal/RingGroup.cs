@@ -9,16 +9,19 @@ namespace IoUring.Transport.Internal;
 /// last one is disposed. Connections live on the ring that accepted them (or that a Unix listener
 /// handed them to) until they close.
 /// </summary>
-internal sealed class RingGroup
+internal sealed class RingGroup : IDisposable
 {
     private static readonly TimeSpan s_stopTimeout = TimeSpan.FromSeconds(30);
     private readonly ILogger _logger;
     private int _next = -1;
 
+    private readonly TransportMetrics _metrics;
+
     private RingGroup(RingThread[] rings, ILogger logger)
     {
         Rings = rings;
         _logger = logger;
+        _metrics = new TransportMetrics(rings);
     }
 
     public RingThread[] Rings { get; }
@@ -54,8 +57,8 @@ internal sealed class RingGroup
     /// <summary>The next ring in turn, for listeners that spread connections themselves.</summary>
     public RingThread NextRing() => Rings[(int)((uint)Interlocked.Increment(ref _next) % (uint)Rings.Length)];
 
-    /// <summary>Stops every ring once its connections are gone; waits a bounded time for each.</summary>
-    public void Stop()
+    /// <summary>Stops every ring once its connections are gone (waiting a bounded time for each), then frees the pool and the meter.</summary>
+    public void Dispose()
     {
         foreach (RingThread ring in Rings)
         {
@@ -65,6 +68,7 @@ internal sealed class RingGroup
             }
         }
 
+        _metrics.Dispose();
         MemoryPool.Dispose();
     }
 }

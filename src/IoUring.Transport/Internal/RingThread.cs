@@ -62,6 +62,26 @@ internal sealed unsafe class RingThread
 
     public bool IsOnRingThread => Thread.CurrentThread == _thread;
 
+    // Metrics: written by the ring thread only, read by TransportMetrics when a listener collects
+    // (64-bit reads and writes are atomic; a value one increment stale is fine).
+    public long ActiveConnections { get; set; }
+
+    public long ConnectionsAccepted { get; set; }
+
+    public long BytesReceived { get; set; }
+
+    public long BytesSent { get; set; }
+
+    public long Enters => _ring?.EnterCalls ?? 0;
+
+    public long Submissions => _ring?.Submitted ?? 0;
+
+    public long Completions { get; private set; }
+
+    public long BuffersInUse => Volatile.Read(ref _buffersOut);
+
+    public long BufferShortages { get; private set; }
+
     /// <summary>Whether the ring's thread is still running.</summary>
     public bool IsRunning => _thread.IsAlive;
 
@@ -159,7 +179,11 @@ internal sealed unsafe class RingThread
     }
 
     /// <summary>A connection whose multishot receive ended with ENOBUFS; re-armed once the ring has buffers again.</summary>
-    public void WaitForBuffers(IoUringConnection connection) => _waitingForBuffers.Add(connection);
+    public void WaitForBuffers(IoUringConnection connection)
+    {
+        BufferShortages++;
+        _waitingForBuffers.Add(connection);
+    }
 
     /// <summary>The next SQE, submitting first if the queue is full (ring thread).</summary>
     public Sqe* GetSqe() => _ring!.GetSqeSubmitIfFull();
@@ -241,6 +265,7 @@ internal sealed unsafe class RingThread
         {
             bool didWork = DrainQueue() | DrainReturnedBuffers();
             int count = _ring!.CopyCompletions(batch);
+            Completions += count;
             for (int i = 0; i < count; i++)
             {
                 Dispatch(in batch[i]);
