@@ -73,6 +73,31 @@ public class ConnectionMiddlewareTests
         }
     }
 
+    [Fact]
+    public async Task ConnectionClosedFiresWhenThePeerCloses()
+    {
+        var closed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var registered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        {
+            connection.ConnectionClosed.Register(() => closed.TrySetResult());
+            registered.TrySetResult();
+            // Read until the peer's FIN, as an application would, without closing first.
+            while (!(await connection.Transport.Input.ReadAsync()).IsCompleted)
+            {
+            }
+
+            await closed.Task;
+        })));
+        using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await registered.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        }
+
+        await closed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+    }
+
     internal static int GetFreePort()
     {
         using var probe = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true };
