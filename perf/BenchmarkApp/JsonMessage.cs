@@ -1,0 +1,4 @@
+namespace BenchmarkApp;
+
+/// <summary>The /json body, as in the TechEmpower JSON test.</summary>
+internal sealed record JsonMessage(string Message);

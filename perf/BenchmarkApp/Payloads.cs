@@ -1,0 +1,12 @@
+using System.Linq;
+using System.Text;
+
+namespace BenchmarkApp;
+
+/// <summary>Response bodies built once, so a request costs the transport and Kestrel, not the app.</summary>
+internal static class Payloads
+{
+    public static readonly byte[] HelloWorld = Encoding.UTF8.GetBytes("Hello, World!");
+
+    public static readonly byte[] SixtyFourKiB = Enumerable.Range(0, 64 * 1024).Select(i => (byte)('a' + (i % 26))).ToArray();
+}
