@@ -296,7 +296,7 @@ internal sealed unsafe class RingThread
 
             // Announce the sleep, then look once more: a Post that missed the flag is seen here.
             Interlocked.Exchange(ref _needsWake, 1);
-            if (!_queue.IsEmpty || !_returnedBuffers.IsEmpty || _stopping)
+            if (!_queue.IsEmpty || !_returnedBuffers.IsEmpty || (_stopping && _liveSlots == 0 && _buffersOut == 0))
             {
                 Interlocked.Exchange(ref _needsWake, 0);
                 continue;
