@@ -15,7 +15,10 @@ namespace IoUring.FunctionalTests;
 /// <summary>Connection-level handlers (ListenOptions.Run) over the transport, with half-close.</summary>
 public class ConnectionMiddlewareTests
 {
-    internal static void Echo(ListenOptions listen) => listen.Run(async connection =>
+    internal static void Echo(ListenOptions listen) => listen.Run(EchoAsync);
+
+    /// <summary>Echoes every byte back until the peer's FIN, then completes the output.</summary>
+    internal static async Task EchoAsync(ConnectionContext connection)
     {
         PipeReader input = connection.Transport.Input;
         PipeWriter output = connection.Transport.Output;
@@ -35,7 +38,7 @@ public class ConnectionMiddlewareTests
         }
 
         await output.CompleteAsync();
-    });
+    }
 
     [Fact]
     public async Task EchoWithHalfCloseReturnsEveryByte()

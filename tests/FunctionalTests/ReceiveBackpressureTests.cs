@@ -44,7 +44,7 @@ public class ReceiveBackpressureTests
                 return;
             }
 
-            await EchoAsync(connection);
+            await ConnectionMiddlewareTests.EchoAsync(connection);
         })));
 
         // The stalled client keeps sending until a send makes no progress for a while: the server
@@ -93,27 +93,5 @@ public class ReceiveBackpressureTests
         sent += await pendingSend.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
         stalled.Shutdown(SocketShutdown.Send);
         Assert.Equal(sent, await stalledTotal.Task.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));
-    }
-
-    private static async Task EchoAsync(ConnectionContext connection)
-    {
-        PipeReader input = connection.Transport.Input;
-        PipeWriter output = connection.Transport.Output;
-        while (true)
-        {
-            ReadResult result = await input.ReadAsync();
-            foreach (ReadOnlyMemory<byte> segment in result.Buffer)
-            {
-                await output.WriteAsync(segment);
-            }
-
-            input.AdvanceTo(result.Buffer.End);
-            if (result.IsCompleted)
-            {
-                break;
-            }
-        }
-
-        await output.CompleteAsync();
     }
 }
