@@ -121,6 +121,9 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public override EndPoint? RemoteEndPoint { get; set; }
 
+    /// <summary>The ring that owns this connection (tests check which one dispatch chose).</summary>
+    internal RingThread Ring => _ring;
+
     /// <summary>
     /// A <see cref="System.Net.Sockets.Socket"/> over the connection's descriptor, for socket
     /// options. It does not own the descriptor and must not be used after the connection closes.

@@ -36,6 +36,7 @@ internal sealed unsafe class RingThread
     private int _needsWake;            // 1 while the ring thread is about to sleep or sleeping; set by it, cleared by either side.
     private volatile bool _stopping;   // set by Stop; the loop ends once no slot is in use.
     private int _liveSlots;            // ring thread only.
+    private long _activeConnections;   // ring thread writes; see ActiveConnections.
     private int _buffersOut;           // provided buffers the kernel filled and we have not given back (ring thread only).
     private ReceiveBufferMemory[] _bufferMemory = [];
     private Exception? _startError;
@@ -64,7 +65,18 @@ internal sealed unsafe class RingThread
 
     // Metrics: written by the ring thread only, read by TransportMetrics when a listener collects
     // (64-bit reads and writes are atomic; a value one increment stale is fine).
-    public long ActiveConnections { get; set; }
+    public long ActiveConnections
+    {
+        get => _activeConnections;
+        set
+        {
+            _activeConnections = value;
+            Load?.PublishActive(value); // LeastConnections dispatch reads it in the kernel
+        }
+    }
+
+    /// <summary>This ring's entry in the LeastConnections load map; null in other modes (set before any listener starts).</summary>
+    public RingLoadSlot? Load { get; set; }
 
     public long ConnectionsAccepted { get; set; }
 
