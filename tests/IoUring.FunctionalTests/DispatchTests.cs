@@ -27,8 +27,11 @@ namespace IoUring.FunctionalTests;
 /// Connection dispatch on the real kernel: which ring each new connection lands on. The server
 /// writes one byte to every new connection, the index of the ring that owns it, so clients know.
 /// </summary>
-/// <remarks>Alone in its collection: it pins threads and counts kernel BPF objects.</remarks>
-[Collection(nameof(DispatchTests))]
+/// <remarks>
+/// In <see cref="IoUringTransportTests"/>' collection, so the two never run at once: that class
+/// counts the process's descriptors and threads, which these servers change.
+/// </remarks>
+[Collection(nameof(IoUringTransportTests))]
 public class DispatchTests
 {
     private static readonly TimeSpan s_settleTimeout = TimeSpan.FromSeconds(30);
