@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Threading.Tasks;
 using IoUring.Bpf;
 using IoUring.Interop;
 using IoUring.Sockets;
@@ -48,7 +49,17 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         switch (options.Dispatch)
         {
             case ConnectionDispatch.IncomingCpu:
-                dispatcher.PinRings();
+                try
+                {
+                    dispatcher.PinRings();
+                }
+                catch (IoUringException ex)
+                {
+                    // sched_setaffinity refused (a seccomp profile, say): the program still sends each
+                    // connection to the ring of its SYN's CPU; only the ring may run elsewhere.
+                    IoUringTransportLog.RingPinningFailed(logger, ex.Message);
+                }
+
                 break;
             case ConnectionDispatch.LeastConnections:
                 try
@@ -143,24 +154,34 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         ? $"it needs CAP_BPF and CAP_NET_ADMIN, which this process lacks ({ex.Message})"
         : ex.Message;
 
-    /// <summary>Ring i runs on the CPUs whose number modulo the ring count is i, matching the cBPF program.</summary>
+    /// <summary>
+    /// Ring i runs on the CPUs whose number modulo the ring count is i, matching the cBPF program.
+    /// Returns once every ring thread has pinned itself, so the first connection finds them pinned.
+    /// </summary>
     private void PinRings()
     {
         RingThread[] rings = _group.Rings;
         List<int> allowed = CpuAffinity.GetCurrentThread();
+        var pins = new List<PinWork>();
         foreach (RingThread ring in rings)
         {
             int[] cpus = allowed.Where(cpu => cpu % rings.Length == ring.Index).ToArray();
             if (cpus.Length == 0)
             {
-                // No CPU of ours maps here (a cpuset with gaps): the ring runs anywhere and takes
-                // only connections handed to it by other means.
+                // No CPU of ours maps here (a cpuset with gaps): the ring runs anywhere; the program
+                // sends it nothing.
                 continue;
             }
 
-            // Affinity is per thread, so the ring thread sets its own; the queue runs this before any
-            // listener's start, which is posted later.
-            ring.Post(new PinWork(cpus), 0);
+            // Affinity is per thread, so each ring thread sets its own.
+            var pin = new PinWork(cpus);
+            pins.Add(pin);
+            ring.Post(pin, 0);
+        }
+
+        foreach (PinWork pin in pins)
+        {
+            pin.Done.Task.GetAwaiter().GetResult();
         }
     }
 
@@ -241,6 +262,20 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
 
     private sealed class PinWork(int[] cpus) : IRingWork
     {
-        public void Execute(RingThread ring, int operation) => CpuAffinity.SetCurrentThread(cpus);
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Execute(RingThread ring, int operation)
+        {
+            try
+            {
+                CpuAffinity.SetCurrentThread(cpus);
+                Done.TrySetResult();
+            }
+            catch (IoUringException ex)
+            {
+                // Reported to the starting thread; the ring itself is fine unpinned.
+                Done.TrySetException(ex);
+            }
+        }
     }
 }

@@ -59,4 +59,7 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(17, LogLevel.Debug, "io_uring BPF event loop (struct io_uring_bpf_ops with kfuncs bpf_io_uring_submit_sqes and bpf_io_uring_get_region, Linux 7.1): {Availability} in this kernel's BTF.", EventName = "IoUringBpfLoop")]
     public static partial void IoUringBpfLoop(ILogger logger, string availability);
+
+    [LoggerMessage(18, LogLevel.Warning, "IncomingCpu dispatch could not pin the rings to CPUs; connections still go to the ring of the CPU that took their SYN, but that ring may run on another CPU: {Reason}", EventName = "RingPinningFailed")]
+    public static partial void RingPinningFailed(ILogger logger, string reason);
 }
