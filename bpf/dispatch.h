@@ -60,7 +60,9 @@ struct dispatch_map_def {
  *   dispatched the program (atomic add, any CPU): connections it sent to this ring.
  *   rings      the loader, once, before the program is attached: how many rings (entries) there are.
  * dispatched - accepted is what sits in the ring's accept queue, so a burst of handshakes is
- * counted before the ring has seen it.
+ * counted before the ring has seen it. It is an estimate: a connection the kernel's hash placed
+ * (empty slot) is accepted without being dispatched, and the program clamps the difference at 0;
+ * a handshake that never completes stays counted as pending on its ring.
  */
 struct ring_load {
 	__u64 active;

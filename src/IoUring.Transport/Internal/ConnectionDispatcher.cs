@@ -72,7 +72,8 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
                 }
                 catch (Exception ex) when (ex is BpfException or PlatformNotSupportedException)
                 {
-                    dispatcher.Dispose();
+                    // No listener exists yet, so no ring has a connection that could publish a count.
+                    dispatcher.ReleaseLoadMap();
                     dispatcher.Fail(ex);
                 }
 
@@ -245,6 +246,11 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
             return;
         }
 
+        ReleaseLoadMap();
+    }
+
+    private void ReleaseLoadMap()
+    {
         foreach (RingThread ring in _group.Rings)
         {
             ring.Load = null;
