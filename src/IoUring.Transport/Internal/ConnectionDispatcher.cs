@@ -224,7 +224,17 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
             });
             BpfFd program = BpfSyscall.LoadProgram(
                 BpfSyscall.ProgTypeSkReuseport, BpfSyscall.AttachTypeSkReuseportSelect, instructions, DispatchProgram.Object.License, "least_conns");
-            var programs = new ListenerPrograms(program, sockets);
+            ListenerPrograms programs;
+            try
+            {
+                programs = new ListenerPrograms(program, sockets);
+            }
+            catch
+            {
+                program.Dispose();
+                throw;
+            }
+
             CreatedObjects.Add(("program", programs.ProgramId));
             CreatedObjects.Add(("map", programs.SocketsMapId));
             return programs;
