@@ -298,16 +298,54 @@ public class IoUringTransportTests
     [Fact]
     public async Task AbortResetsTheConnection()
     {
+        // Many at once: the send loop, woken by the abort, must never get to end the connection
+        // gracefully (FIN) before the abort's reset is decided.
         await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
         {
             await connection.Transport.Input.ReadAsync();
             connection.Abort();
         })));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-        var ex = await Assert.ThrowsAsync<SocketException>(async () => await socket.ReceiveAsync(new byte[16], SocketFlags.None, TestContext.Current.CancellationToken));
-        Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+        await Task.WhenAll(Enumerable.Range(0, 200).Select(async _ =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            var ex = await Assert.ThrowsAsync<SocketException>(async () => await socket.ReceiveAsync(new byte[16], SocketFlags.None, TestContext.Current.CancellationToken));
+            Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+        }));
+    }
+
+    [Fact]
+    public async Task ClientResetsAreNotLoggedAsErrors()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var server = await TestServer.StartAsync(
+            app => app.Run(async context =>
+            {
+                var chunk = new byte[64 * 1024];
+                for (int i = 0; i < 64; i++)
+                {
+                    await context.Response.Body.WriteAsync(chunk, context.RequestAborted);
+                }
+            }),
+            configureServices: services => services.AddSingleton<ILoggerProvider>(logs));
+        await Task.WhenAll(Enumerable.Range(0, 50).Select(async _ =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            await socket.ReceiveAsync(new byte[1000], SocketFlags.None, TestContext.Current.CancellationToken);
+            socket.LingerState = new LingerOption(true, 0); // close sends RST mid-response
+        }));
+
+        using (HttpClient client = server.CreateClient())
+        {
+            // Still serving; and by now every reset connection has ended on the server.
+            Assert.Equal(64 * 64 * 1024, (await client.GetByteArrayAsync("/", TestContext.Current.CancellationToken)).Length);
+        }
+
+        await server.DisposeAsync();
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
     }
 
     [Fact]

@@ -157,9 +157,10 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public override void Abort(ConnectionAbortedException abortReason)
     {
-        // Like Kestrel's Sockets transport: stop the send loop and shut the socket down now.
-        _output.Reader.CancelPendingRead();
+        // Shutdown first, so this reason and the reset win: the send loop, woken by the cancel,
+        // would otherwise end the connection as if its output had completed (FIN, not RST).
         Shutdown(abortReason, abortive: true);
+        _output.Reader.CancelPendingRead();
     }
 
     public override async ValueTask DisposeAsync()
@@ -246,7 +247,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     private async Task DoSendAsync()
     {
-        Exception? error = null;
+        Exception? shutdownReason = null;
+        Exception? unexpectedError = null;
         try
         {
             while (true)
@@ -280,22 +282,26 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
         catch (ConnectionResetException ex)
         {
-            error = ex;
+            shutdownReason = ex;
             IoUringTransportLog.ConnectionReset(_logger, ConnectionId);
         }
         catch (ConnectionAbortedException ex)
         {
-            error = ex;
+            shutdownReason = ex;
         }
         catch (Exception ex)
         {
-            error = ex;
+            shutdownReason = new ConnectionAbortedException(ex.Message, ex);
+            unexpectedError = ex;
             IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
         }
         finally
         {
-            Shutdown(error, abortive: error is not null);
-            _output.Reader.Complete(error ?? _shutdownReason);
+            Shutdown(shutdownReason, abortive: shutdownReason is not null);
+            // As Kestrel's Sockets transport: only an unexpected error reaches the application's
+            // writer. A reset or an abort is already reported through the input and the lifetime
+            // feature, and passing it here would have Kestrel log every reset as an error.
+            _output.Reader.Complete(unexpectedError);
         }
     }
 
