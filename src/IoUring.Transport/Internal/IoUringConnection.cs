@@ -44,6 +44,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
     private readonly TaskCompletionSource _receiveDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _ringClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly object _shutdownLock = new();
 
     private IDictionary<object, object?>? _items;
@@ -234,6 +235,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             Task sending = DoSendAsync();
             await _receiveDone.Task.ConfigureAwait(false);
             FireConnectionClosed();
+            // The callbacks run before the connection may be disposed (which disposes the token source).
+            await _connectionClosedFired.Task.ConfigureAwait(false);
             await sending.ConfigureAwait(false);
             _ring.Post(this, OpClose);
             await _ringClosed.Task.ConfigureAwait(false);
@@ -309,7 +312,11 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     {
         // Continuations registered on ConnectionClosed must not run on this thread's stack.
         ThreadPool.UnsafeQueueUserWorkItem(
-            static state => state.CancelConnectionClosedToken(),
+            static state =>
+            {
+                state.CancelConnectionClosedToken();
+                state._connectionClosedFired.TrySetResult();
+            },
             this,
             preferLocal: false);
     }
