@@ -1,10 +1,12 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
+using System.IO.Pipelines;
 using System.Linq;
 using System.Net;
 using System.Net.Http;
 using System.Net.Sockets;
+using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
@@ -215,6 +217,87 @@ public class IoUringTransportTests
         release.SetResult();
         Assert.All(await Task.WhenAll(stalled).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
         await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task AbortWhileTheRingIsShortOfBuffersEndsEveryConnection()
+    {
+        const int Connections = 32;
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int inputsEnded = 0;
+        var allEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    // Hold what arrived (so the ring's few buffers run out), then abort.
+                    ReadResult first = await connection.Transport.Input.ReadAsync();
+                    connection.Transport.Input.AdvanceTo(first.Buffer.Start);
+                    await gate.Task;
+                    connection.Abort();
+                    try
+                    {
+                        while (!(await connection.Transport.Input.ReadAsync()).IsCompleted)
+                        {
+                        }
+                    }
+                    catch (ConnectionAbortedException)
+                    {
+                    }
+
+                    if (Interlocked.Increment(ref inputsEnded) == Connections)
+                    {
+                        allEnded.TrySetResult();
+                    }
+                })))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 1;
+                    o.ReceiveBufferCount = 16;
+                    o.ReceiveBufferSize = 4096;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        RingThread ring = Factory(host.Services).Group!.Rings[0];
+
+        var sockets = new List<Socket>();
+        try
+        {
+            var payload = new byte[256 * 1024];
+            for (int i = 0; i < Connections; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                sockets.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+                _ = socket.SendAsync(payload, SocketFlags.None).ContinueWith(t => t.Exception, TaskScheduler.Default); // ends with a reset
+            }
+
+            // No event tells us the ring ran dry; watch its shortage count, bounded.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (ring.BufferShortages == 0)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the ring never ran short of buffers");
+                await Task.Delay(10, TestContext.Current.CancellationToken);
+            }
+
+            gate.SetResult();
+            await allEnded.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            foreach (Socket socket in sockets)
+            {
+                socket.Dispose();
+            }
+        }
+
+        await host.StopAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(0, ring.ActiveConnections);
+        Assert.Equal(0, ring.BuffersInUse);
     }
 
     [Fact]
