@@ -301,6 +301,115 @@ public class IoUringTransportTests
     }
 
     [Fact]
+    public async Task ARingThatFailsAbortsItsConnectionsWhileTheOtherRingsServeOn()
+    {
+        var logs = new CapturingLoggerProvider();
+        var ringOfClientPort = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
+        using IHost host = new HostBuilder()
+            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Warning))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    ringOfClientPort[((IPEndPoint)connection.RemoteEndPoint!).Port] = ((IoUringConnection)connection).RingIndex;
+                    try
+                    {
+                        await ConnectionMiddlewareTests.EchoAsync(connection);
+                    }
+                    catch (ConnectionAbortedException)
+                    {
+                        // this connection's ring failed
+                    }
+                })))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 2;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        RingGroup group = Factory(host.Services).Group!;
+
+        async Task<Socket> ConnectAndEcho()
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("hello"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            var buffer = new byte[5];
+            Assert.Equal(5, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+            return socket;
+        }
+
+        // Open connections until both rings hold some (the kernel's reuseport hash decides).
+        var clients = new List<Socket>();
+        try
+        {
+            while (clients.Count < 8 || ringOfClientPort.Values.Distinct().Count() < 2)
+            {
+                Assert.True(clients.Count < 200, "the kernel never spread connections over both rings");
+                clients.Add(await ConnectAndEcho());
+            }
+
+            group.Rings[0].Post(new ThrowingWork(), 0);
+
+            foreach (Socket client in clients)
+            {
+                int ring = ringOfClientPort[((IPEndPoint)client.LocalEndPoint!).Port];
+                var buffer = new byte[16];
+                if (ring == 0)
+                {
+                    // Aborted: a reset (or, had the reset raced our last read, the end of the stream).
+                    try
+                    {
+                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+                    }
+                    catch (SocketException ex)
+                    {
+                        Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+                    }
+                }
+                else
+                {
+                    await client.SendAsync("again"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+                    Assert.Equal(5, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+                    Assert.Equal("again"u8.ToArray(), buffer[..5]);
+                }
+            }
+
+            // The failed ring's listening socket is closed: every new connection lands on the other.
+            for (int i = 0; i < 16; i++)
+            {
+                clients.Add(await ConnectAndEcho());
+            }
+        }
+        finally
+        {
+            foreach (Socket client in clients)
+            {
+                client.Dispose();
+            }
+        }
+
+        Assert.False(group.Rings[0].IsRunning);
+        Assert.True(group.Rings[1].IsRunning);
+        var failed = Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
+        Assert.Equal(LogLevel.Error, failed.Level);
+        await host.StopAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+    }
+
+    /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
+    private sealed class ThrowingWork : IRingWork
+    {
+        public void Execute(RingThread ring, int operation) => throw new InvalidOperationException("Injected ring failure.");
+
+        public void Reject(int operation, Exception error)
+        {
+        }
+    }
+
+    [Fact]
     public async Task MetricsReportConnectionsBytesAndRingActivityPerRing()
     {
         var values = new System.Collections.Concurrent.ConcurrentDictionary<(string Name, int Ring), long>();

@@ -116,6 +116,9 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public MemoryPool<byte> MemoryPool { get; }
 
+    /// <summary>The index of the ring that owns the connection.</summary>
+    public int RingIndex => _ring.Index;
+
     public override CancellationToken ConnectionClosed { get; set; }
 
     public override EndPoint? LocalEndPoint { get; set; }
@@ -216,15 +219,47 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// <summary>The ring thread died: end everything without it (ring thread, in its last moments).</summary>
     public void FailFromRing(Exception error)
     {
-        _shutdownReason ??= new ConnectionAbortedException("The io_uring ring thread failed.", error);
+        var reason = new ConnectionAbortedException("The io_uring ring thread failed.", error);
+        lock (_shutdownLock)
+        {
+            _shutdownStarted = true;
+            _abortive = true;
+            _shutdownReason ??= reason;
+        }
+
         _recvArmed = false;
         EndReceive(_shutdownReason);
+        // A zero-copy send may still be read by the kernel after this: the ring's teardown ends it
+        // on its own time. Its bytes can only reach a peer this connection is resetting anyway.
         FailPendingSend(_shutdownReason);
+        _output.Reader.CancelPendingRead(); // the send loop must not wait for output nobody will send
         if (!_closed)
         {
             _closed = true;
+            try
+            {
+                LinuxSocket.SetLingerZero(_fd); // the close resets, as an abort does
+            }
+            catch (SocketException)
+            {
+            }
+
             Libc.Close(_fd);
             _ringClosed.TrySetResult();
+        }
+    }
+
+    public void Reject(int operation, Exception error)
+    {
+        switch (operation)
+        {
+            case OpSend:
+                // Queued but never issued: the send loop waits for it.
+                CompleteSend(-Errno.ECANCELED);
+                break;
+            case OpClose:
+                _ringClosed.TrySetResult(); // FailFromRing closed the descriptor
+                break;
         }
     }
 

@@ -50,4 +50,7 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(14, LogLevel.Information, "io_uring is switched off by configuration (Enabled = false); serving on the Sockets transport.", EventName = "DisabledByConfiguration")]
     public static partial void DisabledByConfiguration(ILogger logger);
+
+    [LoggerMessage(15, LogLevel.Error, "The listening socket of io_uring ring {Ring} failed handling a completion; accepting resumes after a pause.", EventName = "ListenerError")]
+    public static partial void ListenerError(ILogger logger, int ring, Exception exception);
 }
