@@ -410,6 +410,41 @@ public class IoUringTransportTests
     }
 
     [Fact]
+    public async Task AStoppingRingServesItsOpenConnectionsUntilTheyClose()
+    {
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, ConnectionMiddlewareTests.Echo))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 1;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        RingThread ring = Factory(host.Services).Group!.Rings[0];
+
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+        ring.RequestStop();
+        var buffer = new byte[4];
+        for (int i = 0; i < 100; i++)
+        {
+            await socket.SendAsync("ping"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            Assert.Equal(4, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+        }
+
+        Assert.True(ring.IsRunning);
+        socket.Shutdown(SocketShutdown.Send);
+        Assert.Equal(0, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+        await host.StopAsync(TestContext.Current.CancellationToken);
+        Assert.True(ring.WaitForExit(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
     public async Task MetricsReportConnectionsBytesAndRingActivityPerRing()
     {
         var values = new System.Collections.Concurrent.ConcurrentDictionary<(string Name, int Ring), long>();

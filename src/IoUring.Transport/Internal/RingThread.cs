@@ -111,10 +111,19 @@ internal sealed unsafe class RingThread
     /// <summary>Asks the loop to end once every slot is free, and waits for the thread.</summary>
     public bool Stop(TimeSpan timeout)
     {
+        RequestStop();
+        return WaitForExit(timeout);
+    }
+
+    /// <summary>Asks the loop to end once every slot is free; connections still open keep being served until then.</summary>
+    public void RequestStop()
+    {
         _stopping = true;
         Wake();
-        return _thread.Join(timeout);
     }
+
+    /// <summary>Waits for the ring's thread to end.</summary>
+    public bool WaitForExit(TimeSpan timeout) => _thread.Join(timeout);
 
     /// <summary>Queues work for the ring thread and wakes it if it sleeps. Any thread.</summary>
     public void Post(IRingWork work, int operation)
