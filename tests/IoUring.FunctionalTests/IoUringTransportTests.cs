@@ -601,6 +601,19 @@ public class IoUringTransportTests
     }
 
     [Fact]
+    public async Task KernelFeaturesAreLoggedOnceAtStartAtDebug()
+    {
+        var logs = new CapturingLoggerProvider();
+        using IHost host = BuildHost(logs, fallback: false, listeners: 2);
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        var features = Assert.Single(logs.Entries, e => e.EventId.Name == "RingFeatures");
+        Assert.Equal(LogLevel.Debug, features.Level);
+        Assert.Contains("recv bundles True", features.Message, StringComparison.Ordinal); // Linux 6.18 has them
+        Assert.Contains("SEND_ZC True", features.Message, StringComparison.Ordinal);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
     public async Task UnavailableIoUringFallsBackWithOneWarningNamingTheReason()
     {
         var logs = new CapturingLoggerProvider();
