@@ -293,5 +293,7 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
                 Done.TrySetException(ex);
             }
         }
+
+        public void Reject(int operation, Exception error) => Done.TrySetException(error); // the ring died first
     }
 }
