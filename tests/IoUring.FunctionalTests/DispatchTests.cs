@@ -165,7 +165,7 @@ public class DispatchTests
         (string output, int exitCode) = await RunSampleWithoutCapabilities(strict: false);
         Assert.True(output.Contains("Dispatch: Kernel", StringComparison.Ordinal), output);
         Assert.True(output.Contains("Transport: io_uring", StringComparison.Ordinal), output);
-        Assert.Equal(1, Count(output, "IoUring.Transport[15]"));
+        Assert.Equal(1, Count(output, "IoUring.Transport[16]")); // event 16: DispatchFallback
         Assert.True(output.Contains("CAP_BPF and CAP_NET_ADMIN", StringComparison.Ordinal), output);
         _ = exitCode;
 
