@@ -8,6 +8,7 @@
 #ifndef IOURING_DISPATCH_H
 #define IOURING_DISPATCH_H
 
+typedef unsigned char __u8;
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
 
@@ -17,6 +18,10 @@ typedef unsigned long long __u64;
 #define BPF_F_MMAPABLE (1U << 10)
 #define SK_DROP 0
 #define SK_PASS 1
+
+/* TCP header flags (byte 13 of struct tcphdr). */
+#define TCP_FLAG_SYN 0x02
+#define TCP_FLAG_ACK 0x10
 
 /* The context of an sk_reuseport program (struct sk_reuseport_md, linux/bpf.h); only the prefix we
  * read. The verifier checks each access against the real layout. */
@@ -61,8 +66,8 @@ struct dispatch_map_def {
  *   rings      the loader, once, before the program is attached: how many rings (entries) there are.
  * dispatched - accepted is what sits in the ring's accept queue, so a burst of handshakes is
  * counted before the ring has seen it. It is an estimate: a connection the kernel's hash placed
- * (empty slot) is accepted without being dispatched, and the program clamps the difference at 0;
- * a handshake that never completes stays counted as pending on its ring.
+ * (empty slot) or completed by a SYN cookie is accepted without being dispatched, and the program
+ * clamps the difference at 0; a handshake that never completes stays counted as pending on its ring.
  */
 struct ring_load {
 	__u64 active;

@@ -79,6 +79,19 @@ int least_connections(struct sk_reuseport_md *md)
 	if (bpf_sk_select_reuseport(md, &ring_sockets, &key, 0) != 0)
 		return SK_PASS; /* empty slot: the kernel's hash picks */
 
+	/*
+	 * Count only a SYN (SYN set, ACK clear) as a connection on its way to the ring. The program also
+	 * runs for any other segment that finds no established socket and falls to the listeners: an
+	 * ACK or FIN that arrives after its connection closed (answered with a reset), or the final ACK
+	 * of a SYN-cookie handshake. Counting those would leave phantom pending connections on the ring
+	 * that is least loaded while connections close. For TCP the packet data starts at the TCP header
+	 * (tcp_v4_rcv and tcp_v6_rcv pull the whole header before the lookup); byte 13 holds the flags.
+	 */
+	__u8 *data = (__u8 *)(long)md->data;
+	__u8 *data_end = (__u8 *)(long)md->data_end;
+	if (data + 14 > data_end || (data[13] & (TCP_FLAG_SYN | TCP_FLAG_ACK)) != TCP_FLAG_SYN)
+		return SK_PASS;
+
 	struct ring_load *chosen = bpf_map_lookup_elem(&ring_load, &key);
 	if (chosen)
 		__sync_fetch_and_add(&chosen->dispatched, 1);

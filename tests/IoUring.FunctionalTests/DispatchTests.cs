@@ -89,6 +89,17 @@ public class DispatchTests
 
             // The server's own counts agree with what the clients were told.
             Assert.Equal(perRing, server.Rings.Select(r => (int)r.ActiveConnections).ToArray());
+            if (dispatch == ConnectionDispatch.LeastConnections)
+            {
+                // What the program saw last: open, accepted and dispatched per ring. It counted each
+                // SYN once and nothing else (late ACKs and FINs of closed connections also reach the
+                // listeners), so every ring accepted exactly what was sent to it.
+                var load = server.Rings.Select(r => r.Load!.Read()).ToList();
+                TestContext.Current.TestOutputHelper?.WriteLine("Load map (active, accepted, dispatched): " + string.Join(", ", load));
+                Assert.All(load, l => Assert.Equal(l.Accepted, l.Dispatched));
+                Assert.Equal(perRing, load.Select(l => (int)l.Active).ToArray());
+            }
+
             return perRing;
         }
         finally
