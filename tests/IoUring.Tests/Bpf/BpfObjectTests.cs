@@ -12,7 +12,7 @@ namespace IoUring.Tests.Bpf;
 /// <summary>The committed BPF objects: they match their sources, and the loader's ELF reader understands them.</summary>
 public class BpfObjectTests
 {
-    private static string BpfDirectory
+    internal static string BpfDirectory
     {
         get
         {
