@@ -278,7 +278,6 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             await sending.ConfigureAwait(false);
             _ring.Post(this, OpClose);
             await _ringClosed.Task.ConfigureAwait(false);
-            FreeSendMemory(); // the fd is closed: the kernel holds no reference to the iovecs any more
         }
         catch (Exception ex)
         {
