@@ -399,6 +399,83 @@ public class IoUringTransportTests
         await host.StopAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
     }
 
+    [Fact]
+    public async Task ASendTheRingCannotSubmitEndsThatConnectionOnly()
+    {
+        var appDone = new TaskCompletionSource<Exception?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await TestServer.StartAsync(
+            app => app.Run(async context =>
+            {
+                if (context.Request.Path != "/big")
+                {
+                    await context.Response.WriteAsync("ok");
+                    return;
+                }
+
+                try
+                {
+                    var chunk = new byte[64 * 1024];
+                    for (int i = 0; i < 256; i++)
+                    {
+                        await context.Response.Body.WriteAsync(chunk, context.RequestAborted);
+                    }
+
+                    appDone.TrySetResult(null);
+                }
+                catch (Exception ex)
+                {
+                    appDone.TrySetResult(ex);
+                }
+            }));
+        RingGroup group = Factory(server.Services).Group!;
+
+        using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            var buffer = new byte[64 * 1024];
+            Assert.True(await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken) > 0);
+
+            // The response is far larger than the socket buffers: sends are still to come. Make them fail.
+            foreach (RingThread ring in group.Rings)
+            {
+                ring.FailSendSubmissions = true;
+            }
+
+            long received = 0;
+            try
+            {
+                int n;
+                while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken)) > 0)
+                {
+                    received += n;
+                }
+            }
+            catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+            {
+            }
+
+            Assert.True(received < 256 * 64 * 1024, "the whole response arrived although its sends failed");
+        }
+
+        // The application's writes ended (Kestrel drops or fails writes to an aborted connection)
+        // instead of waiting forever on a send that will never complete, and the server serves on.
+        await appDone.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        foreach (RingThread ring in group.Rings)
+        {
+            ring.FailSendSubmissions = false;
+            Assert.True(ring.IsRunning);
+        }
+
+        using (HttpClient client = server.CreateClient())
+        {
+            Assert.Equal("ok", await client.GetStringAsync("/", TestContext.Current.CancellationToken));
+        }
+
+        await server.DisposeAsync();
+        Assert.Equal(0, group.MemoryPool.RentedBlocks);
+    }
+
     /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
     private sealed class ThrowingWork : IRingWork
     {

@@ -93,7 +93,9 @@ internal sealed unsafe partial class IoUringConnection
         }
         else if (result != -Errno.ECANCELED)
         {
-            EndReceive(ToException(result));
+            // As Kestrel's Sockets transport: once the connection is being shut down, its input
+            // ends with the shutdown's reason (an abort stays an abort, even if the peer's reset came first).
+            EndReceive(_shutdownReason ?? ToException(result));
             return;
         }
 

@@ -21,6 +21,8 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
     private int _sendTotal;
     private int _sendDone;
     private int _zcResult;        // result of a zero-copy send whose notification is still due
+    private bool _sendActive;     // ring thread: an OpSend ran and its send has not completed
+    private bool _zcInFlight;     // ring thread: a zero-copy send's data may still be read by the kernel
 
     private void InitializeSend()
     {
@@ -48,6 +50,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             // Pool blocks live on the pinned heap, so Pin is free; other memory gets a real pin.
             MemoryHandle handle = segment.Pin();
             send.Handles[count] = handle;
+            send.Segments[count] = segment;
             send.Iovecs[count] = new IoVec { Base = handle.Pointer, Length = (nuint)segment.Length };
             total += segment.Length;
             count++;
@@ -64,6 +67,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void StartSend()
     {
+        _sendActive = true;
         if (_closed || (_shutdownRequested && _abortive))
         {
             CompleteSend(-Errno.ECANCELED);
@@ -75,6 +79,11 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void SubmitSendMsg()
     {
+        if (_ring.FailSendSubmissions)
+        {
+            throw new IoUringException("Injected: getting an SQE for a send", Errno.EBUSY);
+        }
+
         MsgHdr* msg = _send!.Msg;
         *msg = default;
         msg->Iov = _send.Iovecs + _iovIndex;
@@ -86,6 +95,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             // longer reads our memory (io_uring_prep_sendmsg_zc(3)). The send completes on the
             // notification, so the send loop cannot recycle the blocks while the NIC may read them.
             sqe->PrepSendMsgZc(_fd, msg, MsgNoSignal);
+            _zcInFlight = true;
             _ring.ZeroCopySends++;
         }
         else
@@ -111,6 +121,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         }
 
         _sendsInFlight--;
+        _zcInFlight = false;
         if (result < 0)
         {
             CompleteSend(result);
@@ -147,6 +158,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void CompleteSend(int result)
     {
+        _sendActive = false;
         if (result >= 0)
         {
             _sendCore.SetResult(result);
@@ -164,13 +176,28 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _sendCore.SetException(error);
     }
 
+    /// <summary>The ring died: complete the send it had, if any (ring thread, in its last moments).</summary>
     private void FailPendingSend(Exception error)
     {
-        if (_sendsInFlight > 0)
+        if (!_sendActive)
         {
-            _sendsInFlight = 0;
-            _sendCore.SetException(error);
+            return;
         }
+
+        if (_zcInFlight)
+        {
+            // The kernel may read these blocks until the ring's teardown drops the socket's queued
+            // data; reused for another connection's output, they would carry its bytes here.
+            _send!.Retired = true;
+            for (int i = 0; i < _iovCount; i++)
+            {
+                PinnedBlockMemoryPool.Retire(_send.Segments[i]);
+            }
+        }
+
+        _sendActive = false;
+        _sendsInFlight = 0;
+        _sendCore.SetException(error);
     }
 
     int IValueTaskSource<int>.GetResult(short token)
@@ -185,12 +212,16 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             // iovecs and, a zero-copy send having completed on its notification, with the data.
             SendState send = _send!;
             _send = null;
-            for (int i = 0; i < _iovCount; i++)
+            if (!send.Retired)
             {
-                send.Handles[i].Dispose();
-            }
+                for (int i = 0; i < _iovCount; i++)
+                {
+                    send.Handles[i].Dispose();
+                    send.Segments[i] = default;
+                }
 
-            SendState.Return(send);
+                SendState.Return(send);
+            }
         }
     }
 

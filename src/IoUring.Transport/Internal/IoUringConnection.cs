@@ -155,9 +155,18 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             remote = null; // reset before we looked: the first receive reports it and the connection ends
         }
         var connection = new IoUringConnection(ring, fd, local, remote, memoryPool, options, logger);
+        try
+        {
+            connection.ArmReceive();
+        }
+        catch
+        {
+            ring.FreeSlot(connection._slot); // the caller closes the fd; no SQE of ours names it
+            throw;
+        }
+
         ring.ConnectionsAccepted++;
         ring.ActiveConnections++;
-        connection.ArmReceive();
         connection._processing = connection.RunAsync();
         return connection;
     }
@@ -232,8 +241,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
         _recvArmed = false;
         EndReceive(_shutdownReason);
-        // A zero-copy send may still be read by the kernel after this: the ring's teardown ends it
-        // on its own time. Its bytes can only reach a peer this connection is resetting anyway.
+        // The ring's teardown ends what is in flight on its own time: a zero-copy send's data may
+        // still be read after this, so its blocks are retired rather than given back to the pool.
         FailPendingSend(_shutdownReason);
         _output.Reader.CancelPendingRead(); // the send loop must not wait for output nobody will send
         if (!_closed)
@@ -250,6 +259,49 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             Libc.Close(_fd);
             _ringClosed.TrySetResult();
         }
+    }
+
+    /// <summary>
+    /// Handling this connection threw on the ring thread (a bug, or a ring that could not take an
+    /// SQE): end it here and now, without relying on ring operations that may have been lost.
+    /// </summary>
+    public unsafe void FailOnRing(Exception error)
+    {
+        lock (_shutdownLock)
+        {
+            if (!_shutdownStarted)
+            {
+                _shutdownStarted = true;
+                _abortive = true;
+                _shutdownReason = new ConnectionAbortedException("The io_uring transport failed handling this connection.", error);
+            }
+        }
+
+        if (_closed)
+        {
+            return;
+        }
+
+        _shutdownRequested = true;
+        try
+        {
+            LinuxSocket.SetLingerZero(_fd);
+            Sqe* sqe = _ring.GetSqe();
+            sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All); // what is in flight ends with ECANCELED
+            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+        }
+        catch (Exception)
+        {
+            // The ring cannot take the cancel either: what is in flight ends when the peer or the kernel ends it.
+        }
+
+        EndReceive(_shutdownReason); // later receive completions find the input done and give their buffers back
+        if (_sendActive && _sendsInFlight == 0)
+        {
+            CompleteSend(-Errno.ECANCELED); // the send never reached the kernel
+        }
+
+        _output.Reader.CancelPendingRead();
     }
 
     public void Reject(int operation, Exception error)
@@ -331,7 +383,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
         catch (Exception ex)
         {
-            shutdownReason = new ConnectionAbortedException(ex.Message, ex);
+            shutdownReason = ex;
             unexpectedError = ex;
             IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
         }

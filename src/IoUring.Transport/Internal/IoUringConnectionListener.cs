@@ -31,6 +31,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     private bool _dispatched;                     // a dispatch program chose the ring of each connection
     private readonly object _unbindLock = new();
     private int _disposed;
+    private int _failedRingListeners;
     private Task? _unbindTask;
 
     private IoUringConnectionListener(IoUringTransportFactory factory, RingGroup group, EndPoint endPoint, IoUringTransportOptions options, ILogger logger)
@@ -168,6 +169,18 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         for (int i = 0; i < count; i++)
         {
             Libc.Close(fds[i]);
+        }
+    }
+
+    /// <summary>
+    /// One of this endpoint's listening sockets is gone with its ring (any thread). Once all are,
+    /// accepting fails, so Kestrel reports the endpoint dead instead of waiting on it forever.
+    /// </summary>
+    public void RingListenerFailed(Exception error)
+    {
+        if (Interlocked.Increment(ref _failedRingListeners) == _ringListeners.Length)
+        {
+            _accepted.Writer.TryComplete(new IOException($"Every io_uring ring serving {EndPoint} has failed; no more connections are accepted on it.", error));
         }
     }
 

@@ -1,6 +1,7 @@
 using System;
 using System.Buffers;
 using System.Collections.Concurrent;
+using System.Runtime.InteropServices;
 using System.Threading;
 
 namespace IoUring.Transport.Internal;
@@ -53,10 +54,22 @@ internal sealed class PinnedBlockMemoryPool : MemoryPool<byte>
         _blocks.Clear();
     }
 
-    private void Return(Block block)
+    /// <summary>
+    /// Takes the block under <paramref name="memory"/> out of circulation for good: the kernel may
+    /// still read it (a zero-copy send of a ring that died). Memory of other pools is left alone.
+    /// </summary>
+    public static void Retire(ReadOnlyMemory<byte> memory)
+    {
+        if (MemoryMarshal.TryGetMemoryManager(memory, out Block? block))
+        {
+            block.Retire();
+        }
+    }
+
+    private void Return(Block block, bool reuse)
     {
         Interlocked.Decrement(ref _rented);
-        if (!_disposed)
+        if (reuse && !_disposed)
         {
             _blocks.Enqueue(block);
         }
@@ -64,7 +77,9 @@ internal sealed class PinnedBlockMemoryPool : MemoryPool<byte>
 
     private sealed unsafe class Block : MemoryManager<byte>
     {
+        private static readonly ConcurrentBag<Block> s_retired = []; // kept alive: the pinned array must not be collected and reused
         private readonly PinnedBlockMemoryPool _pool;
+        private bool _retired;
         private readonly byte[] _array = GC.AllocateUninitializedArray<byte>(BlockSize, pinned: true);
 
         public Block(PinnedBlockMemoryPool pool)
@@ -74,6 +89,12 @@ internal sealed class PinnedBlockMemoryPool : MemoryPool<byte>
         }
 
         public bool Rented { get; set; }
+
+        public void Retire()
+        {
+            _retired = true;
+            s_retired.Add(this);
+        }
 
         public override Span<byte> GetSpan() => _array;
 
@@ -91,7 +112,7 @@ internal sealed class PinnedBlockMemoryPool : MemoryPool<byte>
             if (Rented)
             {
                 Rented = false;
-                _pool.Return(this);
+                _pool.Return(this, reuse: !_retired);
             }
         }
     }

@@ -55,7 +55,20 @@ internal sealed class RingGroup : IDisposable
     }
 
     /// <summary>The next ring in turn, for listeners that spread connections themselves.</summary>
-    public RingThread NextRing() => Rings[(int)((uint)Interlocked.Increment(ref _next) % (uint)Rings.Length)];
+    public RingThread NextRing()
+    {
+        RingThread ring = Rings[0];
+        for (int i = 0; i < Rings.Length; i++)
+        {
+            ring = Rings[(int)((uint)Interlocked.Increment(ref _next) % (uint)Rings.Length)];
+            if (!ring.HasEnded)
+            {
+                return ring; // a failed ring would only reject what it is handed
+            }
+        }
+
+        return ring;
+    }
 
     /// <summary>Stops every ring once its connections are gone (all at once, within one bounded wait), then frees the pool and the meter.</summary>
     public void Dispose()

@@ -244,13 +244,19 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
         _slot = -1;
         _stopped.TrySetResult();
+        _listener.RingListenerFailed(error);
     }
 
     public void Reject(int operation, Exception error)
     {
-        if (operation == OpStart && _ownsFd)
+        if (operation == OpStart)
         {
-            Libc.Close(_fd); // never started, so FailFromRing did not see it
+            if (_ownsFd)
+            {
+                Libc.Close(_fd); // never started, so FailFromRing did not see it
+            }
+
+            _listener.RingListenerFailed(error);
         }
 
         _stopped.TrySetResult();

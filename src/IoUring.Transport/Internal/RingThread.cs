@@ -44,7 +44,7 @@ internal sealed unsafe class RingThread
     private int _buffersOut;           // provided buffers the kernel filled and we have not given back (ring thread only).
     private ReceiveBufferMemory[] _bufferMemory = [];
     private Exception? _startError;
-    private Exception? _failure;       // set once by the ring thread when its loop failed; Posts are rejected from then on
+    private Exception? _endReason;     // set once by the ring thread when its loop ended (failed or stopped); Posts are rejected from then on
 
     public RingThread(int index, IoUringTransportOptions options, ILogger logger)
     {
@@ -131,8 +131,21 @@ internal sealed unsafe class RingThread
     public void RequestStop()
     {
         _stopping = true;
+        // Store, then load _needsWake in Wake: without a full fence between them the store could
+        // still sit in this core's store buffer while the ring thread announces its sleep and reads
+        // _stopping as false, and we read _needsWake as 0 — both would miss the other.
+        Interlocked.MemoryBarrier();
         Wake();
     }
+
+    /// <summary>
+    /// Fault injection for tests: the next send submissions on this ring fail as if the ring could
+    /// not take an SQE (the kernel cannot be made to refuse one on demand). Always false in use.
+    /// </summary>
+    public bool FailSendSubmissions { get; set; }
+
+    /// <summary>Whether the ring's loop has ended (stopped or failed): work posted to it is rejected.</summary>
+    public bool HasEnded => Volatile.Read(ref _endReason) is not null;
 
     /// <summary>Waits for the ring's thread to end.</summary>
     public bool WaitForExit(TimeSpan timeout) => _thread.Join(timeout);
@@ -141,18 +154,19 @@ internal sealed unsafe class RingThread
     public void Post(IRingWork work, int operation)
     {
         _queue.Enqueue((work, operation));
-        // Enqueue is a full fence and so is the ring thread's publication of _failure before its
-        // last drain: either that drain sees our item, or we see the failure and reject it here.
-        if (Volatile.Read(ref _failure) is Exception failure)
+        // Enqueue is a full fence (an interlocked compare-exchange on the queue's tail), and so is the
+        // ring thread's Interlocked.Exchange of _endReason before its last drain: a Dekker
+        // handshake, so either that drain sees our item or we see the end and reject it here.
+        if (Volatile.Read(ref _endReason) is Exception ended)
         {
-            RejectQueued(failure);
+            RejectQueued(ended);
             return;
         }
 
         Wake();
     }
 
-    /// <summary>The ring has failed; whatever is still queued will never run.</summary>
+    /// <summary>The ring's loop has ended; whatever is still queued will never run.</summary>
     private void RejectQueued(Exception failure)
     {
         while (_queue.TryDequeue(out var item))
@@ -306,6 +320,7 @@ internal sealed unsafe class RingThread
         }
 
         _started.TrySetResult();
+        Exception endReason = new ObjectDisposedException($"io_uring ring {Index}", "The ring has stopped.");
         try
         {
             Loop();
@@ -314,13 +329,24 @@ internal sealed unsafe class RingThread
         {
             // A bug of ours or an error the ring cannot go on after. Everything on this ring ends
             // now, with the error, instead of waiting for a loop that will never turn again.
-            IoUringTransportLog.RingFailed(_logger, Index, ex);
+            endReason = ex;
+            try
+            {
+                IoUringTransportLog.RingFailed(_logger, Index, ex);
+            }
+            catch (Exception)
+            {
+                // a logger that throws must not stop the clean-up below
+            }
+
             AbortAllAfterFailure(ex);
-            Volatile.Write(ref _failure, ex);
-            RejectQueued(ex);
         }
         finally
         {
+            // Full fence: pairs with Post's enqueue-then-read (see there). Work queued from now on
+            // is rejected by its poster; what is queued already, by this drain.
+            Interlocked.Exchange(ref _endReason, endReason);
+            RejectQueued(endReason);
             Cleanup();
         }
     }
@@ -459,7 +485,7 @@ internal sealed unsafe class RingThread
     private void FailConnection(IoUringConnection connection, Exception ex)
     {
         IoUringTransportLog.ConnectionError(_logger, connection.ConnectionId, ex);
-        connection.Abort(new Microsoft.AspNetCore.Connections.ConnectionAbortedException("The io_uring transport failed handling this connection.", ex));
+        connection.FailOnRing(ex);
     }
 
     private void ArmWakeRead()
@@ -473,13 +499,20 @@ internal sealed unsafe class RingThread
     {
         foreach (IRingCompletionHandler? handler in _slots)
         {
-            if (handler is IoUringConnection connection)
+            try
             {
-                connection.FailFromRing(ex);
+                if (handler is IoUringConnection connection)
+                {
+                    connection.FailFromRing(ex);
+                }
+                else if (handler is RingListener listener)
+                {
+                    listener.FailFromRing(ex);
+                }
             }
-            else if (handler is RingListener listener)
+            catch (Exception)
             {
-                listener.FailFromRing(ex);
+                // One handler failing again (a throwing logger, say) must not leave the others hanging.
             }
         }
     }

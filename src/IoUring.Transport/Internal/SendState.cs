@@ -1,3 +1,4 @@
+using System;
 using System.Buffers;
 using System.Collections.Concurrent;
 using System.Runtime.InteropServices;
@@ -32,6 +33,12 @@ internal sealed unsafe class SendState
 
     /// <summary>The pins of the segments being sent (pool blocks pin for free; other memory really pins).</summary>
     public MemoryHandle[] Handles { get; } = new MemoryHandle[MaxIovecs];
+
+    /// <summary>The segments being sent, to retire their blocks if the kernel may still read them when the ring dies.</summary>
+    public ReadOnlyMemory<byte>[] Segments { get; } = new ReadOnlyMemory<byte>[MaxIovecs];
+
+    /// <summary>Set when the ring died with this send's zero-copy data in the kernel: the state and its pins are never released.</summary>
+    public bool Retired { get; set; }
 
     /// <summary>Native: the kernel reads it when it issues (and re-issues) the sendmsg.</summary>
     public IoVec* Iovecs { get; }
