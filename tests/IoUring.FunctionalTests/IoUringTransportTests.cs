@@ -476,6 +476,39 @@ public class IoUringTransportTests
         Assert.Equal(0, group.MemoryPool.RentedBlocks);
     }
 
+    [Fact]
+    public async Task AnEndpointWhoseEveryRingFailedReportsItInsteadOfWaiting()
+    {
+        var logs = new CapturingLoggerProvider();
+        string path = Path.Combine(Path.GetTempPath(), $"iouring-{Guid.NewGuid():N}.sock");
+        var acceptFailed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        logs.OnEntry = entry =>
+        {
+            if (entry.Message.Contains("no more connections are accepted", StringComparison.Ordinal))
+            {
+                acceptFailed.TrySetResult();
+            }
+        };
+        using IHost host = new HostBuilder()
+            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Warning))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.ListenUnixSocket(path, ConnectionMiddlewareTests.Echo))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 1;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        Factory(host.Services).Group!.Rings[0].Post(new ThrowingWork(), 0);
+
+        // Kestrel hears of it from AcceptAsync and logs it; nothing waits forever.
+        await acceptFailed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await host.StopAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
+    }
+
     /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
     private sealed class ThrowingWork : IRingWork
     {
