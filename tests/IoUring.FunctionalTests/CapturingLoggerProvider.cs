@@ -9,6 +9,9 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
 {
     public ConcurrentQueue<(string Category, LogLevel Level, EventId EventId, string Message)> Entries { get; } = new();
 
+    /// <summary>Raised after each entry is kept, on the logging thread, so tests can wait for an event instead of polling.</summary>
+    public event Action<(string Category, LogLevel Level, EventId EventId, string Message)>? Logged;
+
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 
     public void Dispose()
@@ -23,6 +26,10 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
         public bool IsEnabled(LogLevel logLevel) => true;
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            => provider.Entries.Enqueue((category, logLevel, eventId, formatter(state, exception)));
+        {
+            var entry = (category, logLevel, eventId, formatter(state, exception));
+            provider.Entries.Enqueue(entry);
+            provider.Logged?.Invoke(entry);
+        }
     }
 }
