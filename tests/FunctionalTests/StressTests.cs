@@ -259,8 +259,8 @@ public class StressTests
 
     /// <summary>
     /// Asks the server to abort after <paramref name="cut"/> echoed bytes: what arrives is a prefix
-    /// of them. (The end is a reset on io_uring; Kestrel's Sockets transport closes with FIN unless
-    /// unread data forces a reset, so either is accepted here.)
+    /// of them, and the connection ends with a reset (both transports close an aborted socket with
+    /// SO_LINGER 0).
     /// </summary>
     private static async Task<string?> ServerAbortAsync(int port, int size, int seed, int cut)
     {
@@ -277,10 +277,15 @@ public class StressTests
             // the abort can land while we still send
         }
 
-        (byte[] data, _) = await echo;
+        (byte[] data, bool reset) = await echo;
         if (data.Length > cut)
         {
             return $"{data.Length} bytes echoed, but the server was to abort after {cut}";
+        }
+
+        if (!reset)
+        {
+            return "the server's abort ended the connection with FIN, not a reset";
         }
 
         return data.AsSpan().SequenceEqual(payload.AsSpan(0, data.Length)) ? null : Mismatch(data, payload);
