@@ -29,14 +29,26 @@ public class StressTests
     [Fact]
     public async Task RandomEchoHalfCloseResetAndAbortTrafficDeliversEveryByteInOrder()
     {
+        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(ServeAsync)));
+        await RunAsync(server.Port, TransportSelector.Name, seconds: 10);
+    }
+
+    /// <summary>
+    /// Runs the random traffic against a server whose connections run <see cref="ServeAsync"/>
+    /// (STRESS_SEED and STRESS_SECONDS override the seed and <paramref name="seconds"/>), then
+    /// checks it still serves.
+    /// </summary>
+    internal static async Task RunAsync(int port, string name, double seconds)
+    {
         int seed = int.TryParse(Environment.GetEnvironmentVariable("STRESS_SEED"), NumberStyles.Integer, CultureInfo.InvariantCulture, out int s)
             ? s : Random.Shared.Next();
-        double seconds = double.TryParse(Environment.GetEnvironmentVariable("STRESS_SECONDS"), NumberStyles.Float, CultureInfo.InvariantCulture, out double d)
-            ? d : 10;
+        if (double.TryParse(Environment.GetEnvironmentVariable("STRESS_SECONDS"), NumberStyles.Float, CultureInfo.InvariantCulture, out double d))
+        {
+            seconds = d;
+        }
+
         var failures = new ConcurrentQueue<string>();
         var counts = new int[5];
-
-        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(ServeAsync)));
         var deadline = Stopwatch.StartNew();
         var workers = new Task[32];
         for (int w = 0; w < workers.Length; w++)
@@ -55,11 +67,11 @@ public class StressTests
                     {
                         string? failure = kind switch
                         {
-                            0 => await EchoAsync(server.Port, size, dataSeed, chunked: false),
-                            1 => await EchoAsync(server.Port, size, dataSeed, chunked: true),
-                            2 => await ResetMidStreamAsync(server.Port, size, dataSeed, cut),
-                            3 => await ServerAbortAsync(server.Port, size, dataSeed, cut),
-                            _ => await HalfCloseFirstAsync(server.Port, size, dataSeed),
+                            0 => await EchoAsync(port, size, dataSeed, chunked: false),
+                            1 => await EchoAsync(port, size, dataSeed, chunked: true),
+                            2 => await ResetMidStreamAsync(port, size, dataSeed, cut),
+                            3 => await ServerAbortAsync(port, size, dataSeed, cut),
+                            _ => await HalfCloseFirstAsync(port, size, dataSeed),
                         };
                         Interlocked.Increment(ref counts[kind]);
                         if (failure is not null)
@@ -82,12 +94,12 @@ public class StressTests
 
         await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(seconds + 120), TestContext.Current.CancellationToken);
         Assert.True(failures.IsEmpty, $"STRESS_SEED={seed} reproduces this run; first failures:\n" + string.Join("\n", failures.Take(5)));
-        Assert.Null(await EchoAsync(server.Port, 100_000, seed, chunked: true)); // still serving
-        TestContext.Current.SendDiagnosticMessage($"{TransportSelector.Name} stress seed {seed}: echo {counts[0]}, chunked {counts[1]}, reset {counts[2]}, abort {counts[3]}, half-close first {counts[4]}");
+        Assert.Null(await EchoAsync(port, 100_000, seed, chunked: true)); // still serving
+        TestContext.Current.SendDiagnosticMessage($"{name} stress seed {seed}: echo {counts[0]}, chunked {counts[1]}, reset {counts[2]}, abort {counts[3]}, half-close first {counts[4]}");
     }
 
     /// <summary>The server side: a 5-byte header (mode, count), then the mode's behaviour.</summary>
-    private static async Task ServeAsync(ConnectionContext connection)
+    internal static async Task ServeAsync(ConnectionContext connection)
     {
         PipeReader input = connection.Transport.Input;
         PipeWriter output = connection.Transport.Output;

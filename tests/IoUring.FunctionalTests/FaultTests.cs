@@ -229,6 +229,42 @@ public class FaultTests
         Assert.All(group.Rings, r => Assert.Equal(0, r.BuffersInUse));
     }
 
+    /// <summary>
+    /// The shared stress traffic (echo, half-close, client reset, server abort) on two rings with
+    /// every limit tight at once: 16 receive buffers of 1 KiB (the ring runs dry), a 64-entry CQ
+    /// (it overflows), zero-copy sends from 4 KiB (resets land while notifications are due).
+    /// Every byte arrives in order, every block and buffer comes home, every ring stops clean.
+    /// </summary>
+    [Fact]
+    public async Task StressWithEveryLimitTightLosesNothing()
+    {
+        Server server = await Server.StartAsync(
+            o =>
+            {
+                o.RingCount = 2;
+                o.ReceiveBufferCount = 16;
+                o.ReceiveBufferSize = 1024;
+                o.SubmissionQueueSize = 8;
+                o.ZeroCopySendThreshold = 4096;
+            },
+            listen => listen.Run(StressTests.ServeAsync));
+        RingGroup group = server.Group;
+        try
+        {
+            await StressTests.RunAsync(server.Port, "io_uring, tight limits", seconds: 8);
+            Assert.True(group.Rings.Sum(r => r.BufferShortages) > 0, "the buffer rings never ran dry");
+            Assert.All(group.Rings, r => Assert.True(r.ConnectionsAccepted > 0, $"ring {r.Index} accepted nothing"));
+        }
+        finally
+        {
+            await server.DisposeAsync();
+        }
+
+        Assert.All(group.Rings, r => Assert.False(r.IsRunning, $"ring {r.Index} did not stop: {r.ActiveConnections} connections open, {r.BuffersInUse} provided buffers out"));
+        Assert.Equal(0, group.MemoryPool.RentedBlocks);
+        Assert.All(group.Rings, r => Assert.Equal(0, r.BuffersInUse));
+    }
+
     /// <summary>Sends <paramref name="size"/> random bytes, half-closes, and checks the echo is the same bytes in order.</summary>
     internal static async Task<bool> EchoExchangeAsync(int port, int size, int seed, TaskCompletionSource? sent = null)
     {
