@@ -18,6 +18,22 @@ import sys
 TRANSPORT_NAMES = {"iouring": "io_uring", "sockets": "Sockets"}
 # The ratio row divides the first of these by the second.
 RATIO = ("iouring", "sockets")
+# With DISPATCH, io_uring runs are named iouring-<mode>; each mode gets a ratio row against this one.
+DISPATCH_BASELINE = "iouring-Kernel"
+
+
+def transport_name(transport):
+    if transport.startswith("iouring-"):
+        return f"io_uring, {transport[len('iouring-'):]} dispatch"
+    return TRANSPORT_NAMES.get(transport, transport)
+
+
+def ratio_pairs(transports):
+    """(a, b) pairs with a ratio row: io_uring ÷ Sockets, and each dispatch mode ÷ Kernel dispatch."""
+    pairs = [RATIO]
+    if DISPATCH_BASELINE in transports:
+        pairs += [(t, DISPATCH_BASELINE) for t in transports if t.startswith("iouring-") and t != DISPATCH_BASELINE]
+    return pairs
 
 CSV_FIELDS = [
     "round", "scenario", "transport", "attempt", "protocol", "connections", "depth", "loadgen",
@@ -225,9 +241,9 @@ def summarize(rows):
     return summary
 
 
-def paired_ratios(rows, scenario, key):
-    """io_uring ÷ Sockets of one figure within each round, where the two ran back to back."""
-    a_name, b_name = RATIO
+def paired_ratios(rows, scenario, key, pair=RATIO):
+    """a ÷ b (io_uring ÷ Sockets by default) of one figure within each round, where the two ran back to back."""
+    a_name, b_name = pair
     by_round = {}
     for row in rows:
         if row["scenario"] == scenario and row.get(key) is not None:
@@ -258,23 +274,28 @@ def write_markdown(summary, rows, meta, path):
     lines.append("")
     lines.append("| Scenario | Transport | req/s | spread | p50 ms | p99 ms | CPU µs/req | RSS MiB |")
     lines.append("|---|---|--:|--:|--:|--:|--:|--:|")
-    a_name, b_name = RATIO
     for scenario, by_transport in summary.items():
         label = scenario_label(scenario)
         for transport, m in by_transport.items():
             errors = f" ({m['errors']} errors)" if m["errors"] else ""
-            lines.append(f"| {label} | {TRANSPORT_NAMES.get(transport, transport)}{errors} | {fmt_int(m['rps'])} | "
+            lines.append(f"| {label} | {transport_name(transport)}{errors} | {fmt_int(m['rps'])} | "
                          f"{fmt_pct(m['spread_pct'])} | {fmt_num(m['p50_ms'])} | {fmt_num(m['p99_ms'])} | "
                          f"{fmt_num(m['cpu_us_per_req'], 1)} | {fmt_num(m['rss_mib'], 0)} |")
             label = ""
-        if a_name in by_transport and b_name in by_transport:
+        for a_name, b_name in ratio_pairs(list(by_transport)):
+            if a_name not in by_transport or b_name not in by_transport:
+                continue
             a, b = by_transport[a_name], by_transport[b_name]
             cells = [ratio(a[k], b[k]) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib")]
-            paired = paired_ratios(rows, scenario, "rps")
+            paired = paired_ratios(rows, scenario, "rps", (a_name, b_name))
             paired_range = f"{min(paired):.2f}–{max(paired):.2f}" if paired else ""
-            lines.append(f"| | **{TRANSPORT_NAMES[a_name]}/{TRANSPORT_NAMES[b_name]}** | **{fmt_num(cells[0], 2)}** | {paired_range} | "
+            lines.append(f"| | **{transport_name(a_name)} / {transport_name(b_name)}** | **{fmt_num(cells[0], 2)}** | {paired_range} | "
                          f"{fmt_num(cells[1], 2)} | {fmt_num(cells[2], 2)} | **{fmt_num(cells[3], 2)}** | {fmt_num(cells[4], 2)} |")
     lines.append("")
+    if meta.get("dispatch", "default") != "default":
+        lines.append(f"io_uring dispatch modes compared: {meta.get('dispatch')}, {meta.get('rings')} rings; "
+                     "dispatch ratio rows divide each mode by Kernel dispatch.")
+        lines.append("")
     lines.append("Ratios are io_uring ÷ Sockets of the medians: above 1 is better for req/s, below 1 is better for the rest. "
                  "Spread is (max − min) ÷ median of req/s over the rounds; on a ratio row, the lowest and highest req/s ratio "
                  "of the two transports measured back to back in one round. CPU µs/req is the server process's "
@@ -342,8 +363,8 @@ def draw_chart(summary, out_dir):
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for transport, values in points.items():
         xs = [v[0] for v in values]
-        left.plot(xs, [v[1] for v in values], marker="o", label=TRANSPORT_NAMES.get(transport, transport))
-        right.plot(xs, [v[2] for v in values], marker="o", label=TRANSPORT_NAMES.get(transport, transport))
+        left.plot(xs, [v[1] for v in values], marker="o", label=transport_name(transport))
+        right.plot(xs, [v[2] for v in values], marker="o", label=transport_name(transport))
     for axis, title in ((left, "requests/s (median)"), (right, "server CPU µs per request (median)")):
         axis.set_xscale("log", base=2)
         xs = sorted({v[0] for values in points.values() for v in values})
@@ -395,7 +416,7 @@ def draw_svg(points, path):
             parts.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
             for v in values:
                 parts.append(f'<circle cx="{px(v[0]):.1f}" cy="{py(v[index] or 0):.1f}" r="3" fill="{color}"/>')
-            parts.append(f'<text x="{x0 + 10}" y="{y1 + 14 + 16 * n}" fill="{color}">{TRANSPORT_NAMES.get(transport, transport)}</text>')
+            parts.append(f'<text x="{x0 + 10}" y="{y1 + 14 + 16 * n}" fill="{color}">{transport_name(transport)}</text>')
     parts.append("</svg>")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(parts) + "\n")

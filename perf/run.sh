@@ -19,6 +19,11 @@
 #                     plaintext|json|64k (HTTP/1.1), pipeline<depth>-<connections> (HTTP/1.1
 #                     plaintext, wrk), h2-<connections>x<streams> (HTTP/2 plaintext, h2load)
 #   TRANSPORTS ["iouring sockets"]
+#   DISPATCH []       io_uring connection dispatch modes to compare, e.g. "Kernel LeastConnections
+#                     IncomingCpu": "iouring" in TRANSPORTS then runs once per mode, reported as
+#                     iouring-<mode> (IoUring:Dispatch). Empty: the transport's default, one run
+#   RINGS []          IoUring:RingCount for io_uring runs (dispatch needs more than one ring; under
+#                     taskset the default is one ring per CPU the server may use). Empty: default
 #   INLINE [false]    UnsafePreferInlineScheduling, for both transports
 #   SERVER_CPU [0], CLIENT_CPU [1]
 #   PORT [5100], H2PORT [5101], ECHOPORT [5102]
@@ -37,6 +42,8 @@ WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"plaintext-16 plaintext-128 plaintext-512 pipeline16-128 h2-16x10"}
 TRANSPORTS=${TRANSPORTS:-"iouring sockets"}
+DISPATCH=${DISPATCH:-}
+RINGS=${RINGS:-}
 INLINE=${INLINE:-false}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
@@ -134,6 +141,8 @@ started=$(date +%s)
   echo "warmup_s=$WARMUP"
   echo "rounds=$ROUNDS"
   echo "inline=$INLINE"
+  echo "dispatch=${DISPATCH:-default}"
+  echo "rings=${RINGS:-default}"
   echo "server_cpu=$SERVER_CPU"
   echo "client_cpu=$CLIENT_CPU"
   echo "nice=$NICE"
@@ -184,10 +193,15 @@ cpu_ticks() {
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
+# A transport is "sockets", "iouring", or "iouring-<dispatch mode>" (see DISPATCH).
 start_server() {
-  local transport=$1 logfile=$2
+  local transport=${1%%-*} logfile=$2 options=()
+  if [ "$transport" = iouring ]; then
+    [ "$1" = iouring ] || options+=(--IoUring:Dispatch "${1#iouring-}")
+    [ -z "$RINGS" ] || options+=(--IoUring:RingCount "$RINGS")
+  fi
   nice -n "$NICE" taskset -c "$SERVER_CPU" "$APP" --transport "$transport" --inline "$INLINE" \
-    --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" > "$logfile" 2>&1 &
+    --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" "${options[@]}" > "$logfile" 2>&1 &
   server_pid=$!
   local i
   for i in $(seq 1 100); do
@@ -195,7 +209,15 @@ start_server() {
     kill -0 "$server_pid" 2>/dev/null || { cat "$logfile" >&2; die "server exited at start"; }
     sleep 0.1
   done
+  # The app prints its line just after it starts serving: give it a moment to land in the log.
+  for i in $(seq 1 50); do
+    grep -q "^BenchmarkApp " "$logfile" && break
+    sleep 0.1
+  done
   grep -q "transport=$transport " "$logfile" || { cat "$logfile" >&2; die "server is not serving on $transport"; }
+  if [ "$1" != "$transport" ]; then
+    grep -q "dispatch=${1#iouring-}\b" "$logfile" || { cat "$logfile" >&2; die "server is not dispatching with ${1#iouring-}"; }
+  fi
 }
 
 stop_server() {
@@ -235,6 +257,17 @@ h2_percentiles() {
 
 # --- runs --------------------------------------------------------------------------------------
 read -r -a transports <<< "$TRANSPORTS"
+if [ -n "$DISPATCH" ]; then
+  expanded=()
+  for transport in "${transports[@]}"; do
+    if [ "$transport" = iouring ]; then
+      for mode in $DISPATCH; do expanded+=("iouring-$mode"); done
+    else
+      expanded+=("$transport")
+    fi
+  done
+  transports=("${expanded[@]}")
+fi
 read -r -a scenarios <<< "$SCENARIOS"
 total=$(( ROUNDS * ${#scenarios[@]} * ${#transports[@]} ))
 n=0

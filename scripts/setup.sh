@@ -5,6 +5,11 @@ set -euo pipefail
 need_apt=()
 command -v curl >/dev/null || need_apt+=(curl)
 command -v h2load >/dev/null || need_apt+=(nghttp2-client)
+# The BPF reproducibility test rebuilds bpf/*.bpf.o (bpf/Makefile); the dispatch tests drop
+# capabilities in a child process with setpriv (util-linux).
+command -v clang >/dev/null || need_apt+=(clang)
+command -v make >/dev/null || need_apt+=(make)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root or install them" >&2

@@ -71,10 +71,12 @@ app.Run(context => context.Request.Path.Value == "/stats" ? StatsAsync(context, 
 await app.StartAsync();
 
 // One line on stdout that perf/run.sh checks: which transport really serves.
+IoUringTransportFactory? ioUring = app.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().SingleOrDefault();
 string serving = transport == "SOCKETS"
     ? "sockets"
-    : app.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single().IsUsingIoUring ? "iouring" : "sockets (fallback)";
-Console.WriteLine($"BenchmarkApp transport={serving} inline={(inline ? "true" : "false")} http1={port} h2={h2Port} echo={echoPort} processors={Environment.ProcessorCount}");
+    : ioUring!.IsUsingIoUring ? "iouring" : "sockets (fallback)";
+string dispatch = serving == "iouring" ? $" dispatch={ioUring!.ActiveDispatch}" : "";
+Console.WriteLine($"BenchmarkApp transport={serving} inline={(inline ? "true" : "false")} http1={port} h2={h2Port} echo={echoPort} processors={Environment.ProcessorCount}{dispatch}");
 
 await app.WaitForShutdownAsync();
 return 0;

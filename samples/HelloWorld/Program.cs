@@ -14,6 +14,7 @@ await app.StartAsync();
 // Report which transport Kestrel picked (io_uring, or Sockets after a fallback with its reason logged).
 var factory = app.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
 Console.WriteLine($"Transport: {(factory.IsUsingIoUring ? "io_uring" : "Sockets (fallback)")}");
+Console.WriteLine($"Dispatch: {factory.ActiveDispatch}");
 Console.WriteLine($"Listening on: {string.Join(", ", app.Urls)}");
 
 await app.WaitForShutdownAsync();

@@ -25,6 +25,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     private readonly SocketTransportFactory _sockets;
     private readonly object _groupLock = new();
     private RingGroup? _group;
+    private ConnectionDispatcher? _dispatcher;
     private int _groupUsers;
     private IoUringUnavailableException? _unavailable;
     private bool _availabilityChecked;
@@ -55,6 +56,24 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
 
     /// <summary>Decides whether io_uring is usable; a seam so tests can play an unavailable kernel.</summary>
     internal Func<IoUringUnavailableException?> AvailabilityCheck { get; set; }
+
+    /// <summary>The running group's connection dispatch (null while no rings run).</summary>
+    internal ConnectionDispatcher? Dispatcher => _dispatcher;
+
+    /// <summary>
+    /// The connection dispatch in effect for the running rings: <see cref="IoUringTransportOptions.Dispatch"/>,
+    /// or <see cref="ConnectionDispatch.Kernel"/> after a fallback (or before any bind).
+    /// </summary>
+    public ConnectionDispatch ActiveDispatch { get; private set; }
+
+    /// <summary>
+    /// Whether this kernel can run an io_uring event loop written in BPF (struct io_uring_bpf_ops with the
+    /// kfuncs bpf_io_uring_submit_sqes and bpf_io_uring_get_region, Linux 7.1), read from the kernel's
+    /// BTF. The transport ships no such loop yet; this reports whether one could run here.
+    /// </summary>
+    public static bool IsIoUringBpfLoopAvailable => s_bpfLoopAvailable.Value;
+
+    private static readonly Lazy<bool> s_bpfLoopAvailable = new(() => IoUring.Bpf.IoUringBpfLoop.IsAvailable());
 
     /// <summary>Whether the last bind ran on io_uring (false before any bind, or after a fallback to Sockets).</summary>
     public bool IsUsingIoUring { get; private set; }
@@ -122,7 +141,23 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 throw _unavailable;
             }
 
-            _group ??= RingGroup.Start(_options, _logger);
+            if (_group is null)
+            {
+                RingGroup group = RingGroup.Start(_options, _logger);
+                try
+                {
+                    _dispatcher = ConnectionDispatcher.Start(group, _options, _logger);
+                }
+                catch
+                {
+                    group.Dispose();
+                    throw;
+                }
+
+                _group = group;
+                ActiveDispatch = _dispatcher.Mode;
+            }
+
             _groupUsers++;
             return _group;
         }
@@ -132,19 +167,27 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     internal async Task ReleaseGroupAsync()
     {
         RingGroup? toStop = null;
+        ConnectionDispatcher? dispatcher = null;
         lock (_groupLock)
         {
             if (--_groupUsers == 0)
             {
                 toStop = _group;
+                dispatcher = _dispatcher;
                 _group = null;
+                _dispatcher = null;
             }
         }
 
         if (toStop is not null)
         {
-            // Joining the ring threads blocks; keep it off the caller's thread.
-            await Task.Run(toStop.Dispose).ConfigureAwait(false);
+            // Joining the ring threads blocks; keep it off the caller's thread. The dispatcher's
+            // shared load map goes after the rings, which write into it.
+            await Task.Run(() =>
+            {
+                toStop.Dispose();
+                dispatcher?.Dispose();
+            }).ConfigureAwait(false);
         }
     }
 
@@ -192,6 +235,12 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 ring.SetupFlags,
                 probe.HasFeature(IoUringConstants.Features.RecvSendBundle),
                 probe.IsSupported(IoUringConstants.Op.SendZc));
+            if (_logger.IsEnabled(LogLevel.Debug))
+            {
+                // Reads the kernel's BTF (a few megabytes): only when someone will see the answer.
+                IoUringTransportLog.IoUringBpfLoop(_logger, IsIoUringBpfLoopAvailable ? "available" : "not available");
+            }
+
             return null;
         }
         catch (IoUringUnavailableException ex)

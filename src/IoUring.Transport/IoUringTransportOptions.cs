@@ -69,6 +69,22 @@ public sealed class IoUringTransportOptions
     /// <remarks>Defaults to null (never).</remarks>
     public int? ZeroCopySendThreshold { get; set; }
 
+    /// <summary>
+    /// Which ring gets each new TCP connection, decided in the kernel: the kernel's reuseport hash,
+    /// the ring on the CPU that took the connection's SYN, or the ring with the fewest connections.
+    /// See <see cref="ConnectionDispatch"/> for what each needs.
+    /// </summary>
+    /// <remarks>Defaults to <see cref="ConnectionDispatch.Kernel"/>.</remarks>
+    public ConnectionDispatch Dispatch { get; set; } = ConnectionDispatch.Kernel;
+
+    /// <summary>
+    /// Whether to fall back to <see cref="ConnectionDispatch.Kernel"/>, with one warning naming the
+    /// reason, when the chosen <see cref="Dispatch"/> cannot be set up (no CAP_BPF/CAP_NET_ADMIN for
+    /// <see cref="ConnectionDispatch.LeastConnections"/>). When false, binding fails instead.
+    /// </summary>
+    /// <remarks>Defaults to true.</remarks>
+    public bool FallbackToKernelDispatch { get; set; } = true;
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     internal void Validate()
     {
@@ -79,6 +95,7 @@ public sealed class IoUringTransportOptions
         Check(Backlog >= 1, nameof(Backlog), Backlog, "must be at least 1");
         Check(MaxReadBufferSize is null or >= 0, nameof(MaxReadBufferSize), MaxReadBufferSize, "must not be negative");
         Check(MaxWriteBufferSize is null or >= 0, nameof(MaxWriteBufferSize), MaxWriteBufferSize, "must not be negative");
+        Check(Enum.IsDefined(Dispatch), nameof(Dispatch), Dispatch, "must be Kernel, IncomingCpu or LeastConnections");
         Check(ZeroCopySendThreshold is null or >= 1, nameof(ZeroCopySendThreshold), ZeroCopySendThreshold, "must be at least 1 byte, or null to disable");
 
         static bool IsPowerOfTwo(int value) => (value & (value - 1)) == 0;

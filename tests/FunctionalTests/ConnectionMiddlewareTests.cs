@@ -1,8 +1,10 @@
 using System;
 using System.IO;
 using System.IO.Pipelines;
+using System.Linq;
 using System.Net;
 using System.Net.Sockets;
+using System.Threading;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
@@ -99,6 +101,44 @@ public class ConnectionMiddlewareTests
         }
 
         await closed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task ConnectionClosedFiresForEveryConnectionTheApplicationEnds()
+    {
+        const int Connections = 1000;
+        int fired = 0;
+        var allFired = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        {
+            connection.ConnectionClosed.Register(() =>
+            {
+                if (Interlocked.Increment(ref fired) == Connections)
+                {
+                    allFired.TrySetResult();
+                }
+            });
+            await connection.Transport.Output.WriteAsync("bye"u8.ToArray());
+            // Returning ends and disposes the connection; the callback must still run, once.
+        })));
+        using var gate = new SemaphoreSlim(100);
+        await Task.WhenAll(Enumerable.Range(0, Connections).Select(async _ =>
+        {
+            await gate.WaitAsync(TestContext.Current.CancellationToken);
+            try
+            {
+                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+                Assert.Equal("bye"u8.ToArray(), await ReadAllAsync(socket));
+            }
+            finally
+            {
+                gate.Release();
+            }
+        }));
+
+        await allFired.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        Assert.Equal(Connections, Volatile.Read(ref fired));
     }
 
     internal static int GetFreePort()

@@ -1,4 +1,5 @@
 using System;
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http;
 using System.Net.Security;
@@ -66,6 +67,31 @@ public class Http2Tests
             Assert.Equal("True", Assert.Single(response.Headers.GetValues("X-Tls")));
             Assert.Equal(1 << 20, (await response.Content.ReadAsByteArrayAsync(TestContext.Current.CancellationToken)).Length);
         }
+    }
+
+    [Fact]
+    public async Task CurlNegotiatesHttp2OverTls()
+    {
+        // A client other than .NET's: curl (installed by scripts/setup.sh) with its own TLS stack.
+        using X509Certificate2 certificate = CreateSelfSignedCertificate();
+        await using var server = await TestServer.StartAsync(
+            app => app.Run(context => context.Response.WriteAsync($"{context.Request.Protocol} {context.Request.IsHttps}")),
+            kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                listen.UseHttps(certificate);
+            }));
+        var start = new ProcessStartInfo("curl", ["--silent", "--show-error", "--insecure", "--http2", "--max-time", "30", $"https://127.0.0.1:{server.Port}/"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using Process curl = Process.Start(start)!;
+        Task<string> stdout = curl.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+        Task<string> stderr = curl.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        await curl.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        Assert.True(curl.ExitCode == 0, $"curl exited with {curl.ExitCode}: {await stderr}");
+        Assert.Equal("HTTP/2 True", await stdout);
     }
 
     internal static X509Certificate2 CreateSelfSignedCertificate()

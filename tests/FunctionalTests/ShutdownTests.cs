@@ -1,5 +1,7 @@
 using System;
+using System.Net;
 using System.Net.Http;
+using System.Net.Sockets;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -28,6 +30,55 @@ public class ShutdownTests
 
             Task stopping = server.StopAsync(TimeSpan.FromSeconds(30));
             Assert.False(stopping.IsCompleted, "stop must wait for the request in flight");
+
+            Assert.False(request.IsCompleted);
+            release.SetResult();
+            Assert.Equal("finished", await request.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+            await stopping.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        }
+    }
+
+    [Fact]
+    public async Task StopRefusesNewConnectionsWhileTheRequestInFlightFinishes()
+    {
+        var requestStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        TestServer server = await TestServer.StartAsync(app => app.Run(async context =>
+        {
+            requestStarted.TrySetResult();
+            await release.Task;
+            await context.Response.WriteAsync("finished");
+        }));
+        await using (server)
+        {
+            using HttpClient client = server.CreateClient();
+            Task<string> request = client.GetStringAsync("/", TestContext.Current.CancellationToken);
+            await requestStarted.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            Task stopping = server.StopAsync(TimeSpan.FromSeconds(30));
+
+            // Unbinding takes effect soon, not at once: probe until a connection is refused. A
+            // probe that got in before that is an ordinary connection the server must close; one
+            // still in the listening socket's queue when it closed is reset by the kernel.
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (true)
+            {
+                using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                try
+                {
+                    await probe.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionRefused)
+                {
+                    break;
+                }
+                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+                {
+                    // queued when the listening socket closed: probe again
+                }
+
+                Assert.True(DateTime.UtcNow < deadline, "the listener still accepts connections after stop began");
+                await Task.Delay(1, TestContext.Current.CancellationToken);
+            }
 
             Assert.False(request.IsCompleted);
             release.SetResult();

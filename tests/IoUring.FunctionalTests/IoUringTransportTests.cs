@@ -1,10 +1,12 @@
 using System;
 using System.Collections.Generic;
 using System.IO;
+using System.IO.Pipelines;
 using System.Linq;
 using System.Net;
 using System.Net.Http;
 using System.Net.Sockets;
+using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
@@ -218,6 +220,231 @@ public class IoUringTransportTests
     }
 
     [Fact]
+    public async Task AbortWhileTheRingIsShortOfBuffersEndsEveryConnection()
+    {
+        const int Connections = 32;
+        var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        int inputsEnded = 0;
+        var allEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    // Hold what arrived (so the ring's few buffers run out), then abort.
+                    ReadResult first = await connection.Transport.Input.ReadAsync();
+                    connection.Transport.Input.AdvanceTo(first.Buffer.Start);
+                    await gate.Task;
+                    connection.Abort();
+                    try
+                    {
+                        while (!(await connection.Transport.Input.ReadAsync()).IsCompleted)
+                        {
+                        }
+                    }
+                    catch (ConnectionAbortedException)
+                    {
+                    }
+
+                    if (Interlocked.Increment(ref inputsEnded) == Connections)
+                    {
+                        allEnded.TrySetResult();
+                    }
+                })))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 1;
+                    o.ReceiveBufferCount = 16;
+                    o.ReceiveBufferSize = 4096;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        RingThread ring = Factory(host.Services).Group!.Rings[0];
+
+        var sockets = new List<Socket>();
+        try
+        {
+            var payload = new byte[256 * 1024];
+            for (int i = 0; i < Connections; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                sockets.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+                _ = socket.SendAsync(payload, SocketFlags.None).ContinueWith(t => t.Exception, TaskScheduler.Default); // ends with a reset
+            }
+
+            // No event tells us the ring ran dry; watch its shortage count, bounded.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (ring.BufferShortages == 0)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "the ring never ran short of buffers");
+                await Task.Delay(10, TestContext.Current.CancellationToken);
+            }
+
+            gate.SetResult();
+            await allEnded.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        }
+        finally
+        {
+            foreach (Socket socket in sockets)
+            {
+                socket.Dispose();
+            }
+        }
+
+        await host.StopAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(0, ring.ActiveConnections);
+        Assert.Equal(0, ring.BuffersInUse);
+    }
+
+    [Fact]
+    public async Task ARingThatFailsAbortsItsConnectionsWhileTheOtherRingsServeOn()
+    {
+        var logs = new CapturingLoggerProvider();
+        var ringOfClientPort = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
+        using IHost host = new HostBuilder()
+            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Warning))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    ringOfClientPort[((IPEndPoint)connection.RemoteEndPoint!).Port] = ((IoUringConnection)connection).RingIndex;
+                    try
+                    {
+                        await ConnectionMiddlewareTests.EchoAsync(connection);
+                    }
+                    catch (ConnectionAbortedException)
+                    {
+                        // this connection's ring failed
+                    }
+                })))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 2;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        RingGroup group = Factory(host.Services).Group!;
+
+        async Task<Socket> ConnectAndEcho()
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("hello"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            var buffer = new byte[5];
+            Assert.Equal(5, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+            return socket;
+        }
+
+        // Open connections until both rings hold some (the kernel's reuseport hash decides).
+        var clients = new List<Socket>();
+        try
+        {
+            while (clients.Count < 8 || ringOfClientPort.Values.Distinct().Count() < 2)
+            {
+                Assert.True(clients.Count < 200, "the kernel never spread connections over both rings");
+                clients.Add(await ConnectAndEcho());
+            }
+
+            group.Rings[0].Post(new ThrowingWork(), 0);
+
+            foreach (Socket client in clients)
+            {
+                int ring = ringOfClientPort[((IPEndPoint)client.LocalEndPoint!).Port];
+                var buffer = new byte[16];
+                if (ring == 0)
+                {
+                    // Aborted: a reset (or, had the reset raced our last read, the end of the stream).
+                    try
+                    {
+                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+                    }
+                    catch (SocketException ex)
+                    {
+                        Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+                    }
+                }
+                else
+                {
+                    await client.SendAsync("again"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+                    Assert.Equal(5, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+                    Assert.Equal("again"u8.ToArray(), buffer[..5]);
+                }
+            }
+
+            // The failed ring's listening socket is closed: every new connection lands on the other.
+            for (int i = 0; i < 16; i++)
+            {
+                clients.Add(await ConnectAndEcho());
+            }
+        }
+        finally
+        {
+            foreach (Socket client in clients)
+            {
+                client.Dispose();
+            }
+        }
+
+        Assert.False(group.Rings[0].IsRunning);
+        Assert.True(group.Rings[1].IsRunning);
+        var failed = Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
+        Assert.Equal(LogLevel.Error, failed.Level);
+        await host.StopAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+    }
+
+    /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
+    private sealed class ThrowingWork : IRingWork
+    {
+        public void Execute(RingThread ring, int operation) => throw new InvalidOperationException("Injected ring failure.");
+
+        public void Reject(int operation, Exception error)
+        {
+        }
+    }
+
+    [Fact]
+    public async Task AStoppingRingServesItsOpenConnectionsUntilTheyClose()
+    {
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, ConnectionMiddlewareTests.Echo))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 1;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        RingThread ring = Factory(host.Services).Group!.Rings[0];
+
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+        ring.RequestStop();
+        var buffer = new byte[4];
+        for (int i = 0; i < 100; i++)
+        {
+            await socket.SendAsync("ping"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            Assert.Equal(4, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+        }
+
+        Assert.True(ring.IsRunning);
+        socket.Shutdown(SocketShutdown.Send);
+        Assert.Equal(0, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+        await host.StopAsync(TestContext.Current.CancellationToken);
+        Assert.True(ring.WaitForExit(TimeSpan.FromSeconds(30)));
+    }
+
+    [Fact]
     public async Task MetricsReportConnectionsBytesAndRingActivityPerRing()
     {
         var values = new System.Collections.Concurrent.ConcurrentDictionary<(string Name, int Ring), long>();
@@ -298,16 +525,54 @@ public class IoUringTransportTests
     [Fact]
     public async Task AbortResetsTheConnection()
     {
+        // Many at once: the send loop, woken by the abort, must never get to end the connection
+        // gracefully (FIN) before the abort's reset is decided.
         await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
         {
             await connection.Transport.Input.ReadAsync();
             connection.Abort();
         })));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-        var ex = await Assert.ThrowsAsync<SocketException>(async () => await socket.ReceiveAsync(new byte[16], SocketFlags.None, TestContext.Current.CancellationToken));
-        Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+        await Task.WhenAll(Enumerable.Range(0, 200).Select(async _ =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            var ex = await Assert.ThrowsAsync<SocketException>(async () => await socket.ReceiveAsync(new byte[16], SocketFlags.None, TestContext.Current.CancellationToken));
+            Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
+        }));
+    }
+
+    [Fact]
+    public async Task ClientResetsAreNotLoggedAsErrors()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var server = await TestServer.StartAsync(
+            app => app.Run(async context =>
+            {
+                var chunk = new byte[64 * 1024];
+                for (int i = 0; i < 64; i++)
+                {
+                    await context.Response.Body.WriteAsync(chunk, context.RequestAborted);
+                }
+            }),
+            configureServices: services => services.AddSingleton<ILoggerProvider>(logs));
+        await Task.WhenAll(Enumerable.Range(0, 50).Select(async _ =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            await socket.ReceiveAsync(new byte[1000], SocketFlags.None, TestContext.Current.CancellationToken);
+            socket.LingerState = new LingerOption(true, 0); // close sends RST mid-response
+        }));
+
+        using (HttpClient client = server.CreateClient())
+        {
+            // Still serving; and by now every reset connection has ended on the server.
+            Assert.Equal(64 * 64 * 1024, (await client.GetByteArrayAsync("/", TestContext.Current.CancellationToken)).Length);
+        }
+
+        await server.DisposeAsync();
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
     }
 
     [Fact]
@@ -332,6 +597,19 @@ public class IoUringTransportTests
         Assert.Equal("sockets", await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
         Assert.NotEqual("IoUringConnection", connectionType);
         Assert.False(Factory(host.Services).IsUsingIoUring);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task KernelFeaturesAreLoggedOnceAtStartAtDebug()
+    {
+        var logs = new CapturingLoggerProvider();
+        using IHost host = BuildHost(logs, fallback: false, listeners: 2);
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        var features = Assert.Single(logs.Entries, e => e.EventId.Name == "RingFeatures");
+        Assert.Equal(LogLevel.Debug, features.Level);
+        Assert.Contains("recv bundles True", features.Message, StringComparison.Ordinal); // Linux 6.18 has them
+        Assert.Contains("SEND_ZC True", features.Message, StringComparison.Ordinal);
         await host.StopAsync(TestContext.Current.CancellationToken);
     }
 

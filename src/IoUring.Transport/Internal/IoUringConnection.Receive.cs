@@ -88,27 +88,30 @@ internal sealed unsafe partial class IoUringConnection
             if (CanReceive)
             {
                 _ring.WaitForBuffers(this);
-            }
-
-            return;
-        }
-        else if (result == -Errno.ECANCELED)
-        {
-            // Cancelled by us: to pause, to stop after the application finished reading, or on abort.
-            if (_shutdownRequested)
-            {
-                EndReceive(_shutdownReason);
+                return;
             }
         }
-        else
+        else if (result != -Errno.ECANCELED)
         {
             EndReceive(ToException(result));
             return;
         }
 
-        if (!_recvArmed && CanReceive)
+        // Data, an ENOBUFS we need not wait out, or ECANCELED (cancelled by us: to pause, to stop
+        // after the application finished reading, or to shut down). Any of them may be the
+        // multishot's last CQE (no F_MORE), also for reasons of the kernel's own, e.g. an ENOBUFS
+        // already in the completion queue when our shutdown ran, so its cancel found nothing.
+        if (!_recvArmed)
         {
-            ArmReceive();
+            if (_shutdownRequested)
+            {
+                // Nothing more will come: the shutdown already decided how the input ends.
+                EndReceive(_shutdownReason);
+            }
+            else if (CanReceive)
+            {
+                ArmReceive();
+            }
         }
     }
 

@@ -1,7 +1,6 @@
 using System;
 using System.Buffers;
 using System.IO;
-using System.Runtime.InteropServices;
 using System.Threading.Tasks;
 using System.Threading.Tasks.Sources;
 using IoUring.Interop;
@@ -11,15 +10,12 @@ namespace IoUring.Transport.Internal;
 
 internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 {
-    private const int MaxIovecs = 64;
     private const int MsgNoSignal = 0x4000; // MSG_NOSIGNAL: EPIPE as an error, never SIGPIPE
 
     // Send state: the send loop fills it, posts OpSend, and awaits _sendCore; the ring thread
     // owns it until it completes _sendCore. Never touched by both at once.
     private ManualResetValueTaskSourceCore<int> _sendCore;
-    private MemoryHandle[] _sendHandles = null!;
-    private IoVec* _iovecs;       // native: the kernel reads it when it issues (and re-issues) the sendmsg
-    private MsgHdr* _msg;         // native, for the same reason
+    private SendState? _send;     // rented for one SendAsync, given back in GetResult
     private int _iovCount;
     private int _iovIndex;        // first iovec not fully sent
     private int _sendTotal;
@@ -29,21 +25,12 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
     private void InitializeSend()
     {
         _sendCore.RunContinuationsAsynchronously = true; // never run the send loop on the ring thread
-        _sendHandles = new MemoryHandle[MaxIovecs];
-        _iovecs = (IoVec*)NativeMemory.AllocZeroed((nuint)(MaxIovecs * sizeof(IoVec) + sizeof(MsgHdr)));
-        _msg = (MsgHdr*)(_iovecs + MaxIovecs);
     }
 
-    private void FreeSendMemory()
-    {
-        NativeMemory.Free(_iovecs);
-        _iovecs = null;
-        _msg = null;
-    }
-
-    /// <summary>Hands up to <see cref="MaxIovecs"/> segments to the ring as one sendmsg; completes when all are sent.</summary>
+    /// <summary>Hands up to <see cref="SendState.MaxIovecs"/> segments to the ring as one sendmsg; completes when all are sent.</summary>
     private ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
     {
+        SendState send = _send = SendState.Rent();
         int count = 0;
         long total = 0;
         foreach (ReadOnlyMemory<byte> segment in buffer)
@@ -53,15 +40,15 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
                 continue;
             }
 
-            if (count == MaxIovecs || total + segment.Length > int.MaxValue)
+            if (count == SendState.MaxIovecs || total + segment.Length > int.MaxValue)
             {
                 break;
             }
 
             // Pool blocks live on the pinned heap, so Pin is free; other memory gets a real pin.
             MemoryHandle handle = segment.Pin();
-            _sendHandles[count] = handle;
-            _iovecs[count] = new IoVec { Base = handle.Pointer, Length = (nuint)segment.Length };
+            send.Handles[count] = handle;
+            send.Iovecs[count] = new IoVec { Base = handle.Pointer, Length = (nuint)segment.Length };
             total += segment.Length;
             count++;
         }
@@ -88,21 +75,22 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void SubmitSendMsg()
     {
-        *_msg = default;
-        _msg->Iov = _iovecs + _iovIndex;
-        _msg->IovLen = (nuint)(_iovCount - _iovIndex);
+        MsgHdr* msg = _send!.Msg;
+        *msg = default;
+        msg->Iov = _send.Iovecs + _iovIndex;
+        msg->IovLen = (nuint)(_iovCount - _iovIndex);
         Sqe* sqe = _ring.GetSqe();
         if (_sendTotal - _sendDone >= _ring.ZeroCopySendThreshold)
         {
             // Two CQEs: the result (F_MORE), then the notification (F_NOTIF) once the kernel no
             // longer reads our memory (io_uring_prep_sendmsg_zc(3)). The send completes on the
             // notification, so the send loop cannot recycle the blocks while the NIC may read them.
-            sqe->PrepSendMsgZc(_fd, _msg, MsgNoSignal);
+            sqe->PrepSendMsgZc(_fd, msg, MsgNoSignal);
             _ring.ZeroCopySends++;
         }
         else
         {
-            sqe->PrepSendMsg(_fd, _msg, MsgNoSignal);
+            sqe->PrepSendMsg(_fd, msg, MsgNoSignal);
         }
 
         sqe->UserData = UserData.Encode(OpKind.Send, _slot, _generation);
@@ -136,7 +124,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             // A partial send (the socket buffer filled): skip what went out and continue.
             while (result > 0)
             {
-                IoVec* iov = &_iovecs[_iovIndex];
+                IoVec* iov = &_send!.Iovecs[_iovIndex];
                 if ((nuint)result >= iov->Length)
                 {
                     result -= (int)iov->Length;
@@ -193,10 +181,16 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         }
         finally
         {
+            // The send is over (completed, failed, or never issued): the kernel is done with the
+            // iovecs and, a zero-copy send having completed on its notification, with the data.
+            SendState send = _send!;
+            _send = null;
             for (int i = 0; i < _iovCount; i++)
             {
-                _sendHandles[i].Dispose();
+                send.Handles[i].Dispose();
             }
+
+            SendState.Return(send);
         }
     }
 

@@ -44,6 +44,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
     private readonly TaskCompletionSource _receiveDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _ringClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly TaskCompletionSource _connectionClosedFired = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly object _shutdownLock = new();
 
     private IDictionary<object, object?>? _items;
@@ -115,11 +116,17 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public MemoryPool<byte> MemoryPool { get; }
 
+    /// <summary>The index of the ring that owns the connection.</summary>
+    public int RingIndex => _ring.Index;
+
     public override CancellationToken ConnectionClosed { get; set; }
 
     public override EndPoint? LocalEndPoint { get; set; }
 
     public override EndPoint? RemoteEndPoint { get; set; }
+
+    /// <summary>The ring that owns this connection (tests check which one dispatch chose).</summary>
+    internal RingThread Ring => _ring;
 
     /// <summary>
     /// A <see cref="System.Net.Sockets.Socket"/> over the connection's descriptor, for socket
@@ -157,9 +164,10 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public override void Abort(ConnectionAbortedException abortReason)
     {
-        // Like Kestrel's Sockets transport: stop the send loop and shut the socket down now.
-        _output.Reader.CancelPendingRead();
+        // Shutdown first, so this reason and the reset win: the send loop, woken by the cancel,
+        // would otherwise end the connection as if its output had completed (FIN, not RST).
         Shutdown(abortReason, abortive: true);
+        _output.Reader.CancelPendingRead();
     }
 
     public override async ValueTask DisposeAsync()
@@ -214,15 +222,47 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// <summary>The ring thread died: end everything without it (ring thread, in its last moments).</summary>
     public void FailFromRing(Exception error)
     {
-        _shutdownReason ??= new ConnectionAbortedException("The io_uring ring thread failed.", error);
+        var reason = new ConnectionAbortedException("The io_uring ring thread failed.", error);
+        lock (_shutdownLock)
+        {
+            _shutdownStarted = true;
+            _abortive = true;
+            _shutdownReason ??= reason;
+        }
+
         _recvArmed = false;
         EndReceive(_shutdownReason);
+        // A zero-copy send may still be read by the kernel after this: the ring's teardown ends it
+        // on its own time. Its bytes can only reach a peer this connection is resetting anyway.
         FailPendingSend(_shutdownReason);
+        _output.Reader.CancelPendingRead(); // the send loop must not wait for output nobody will send
         if (!_closed)
         {
             _closed = true;
+            try
+            {
+                LinuxSocket.SetLingerZero(_fd); // the close resets, as an abort does
+            }
+            catch (SocketException)
+            {
+            }
+
             Libc.Close(_fd);
             _ringClosed.TrySetResult();
+        }
+    }
+
+    public void Reject(int operation, Exception error)
+    {
+        switch (operation)
+        {
+            case OpSend:
+                // Queued but never issued: the send loop waits for it.
+                CompleteSend(-Errno.ECANCELED);
+                break;
+            case OpClose:
+                _ringClosed.TrySetResult(); // FailFromRing closed the descriptor
+                break;
         }
     }
 
@@ -233,10 +273,11 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             Task sending = DoSendAsync();
             await _receiveDone.Task.ConfigureAwait(false);
             FireConnectionClosed();
+            // The callbacks run before the connection may be disposed (which disposes the token source).
+            await _connectionClosedFired.Task.ConfigureAwait(false);
             await sending.ConfigureAwait(false);
             _ring.Post(this, OpClose);
             await _ringClosed.Task.ConfigureAwait(false);
-            FreeSendMemory(); // the fd is closed: the kernel holds no reference to the iovecs any more
         }
         catch (Exception ex)
         {
@@ -246,7 +287,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     private async Task DoSendAsync()
     {
-        Exception? error = null;
+        Exception? shutdownReason = null;
+        Exception? unexpectedError = null;
         try
         {
             while (true)
@@ -280,22 +322,26 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
         catch (ConnectionResetException ex)
         {
-            error = ex;
+            shutdownReason = ex;
             IoUringTransportLog.ConnectionReset(_logger, ConnectionId);
         }
         catch (ConnectionAbortedException ex)
         {
-            error = ex;
+            shutdownReason = ex;
         }
         catch (Exception ex)
         {
-            error = ex;
+            shutdownReason = new ConnectionAbortedException(ex.Message, ex);
+            unexpectedError = ex;
             IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
         }
         finally
         {
-            Shutdown(error, abortive: error is not null);
-            _output.Reader.Complete(error ?? _shutdownReason);
+            Shutdown(shutdownReason, abortive: shutdownReason is not null);
+            // As Kestrel's Sockets transport: only an unexpected error reaches the application's
+            // writer. A reset or an abort is already reported through the input and the lifetime
+            // feature, and passing it here would have Kestrel log every reset as an error.
+            _output.Reader.Complete(unexpectedError);
         }
     }
 
@@ -303,7 +349,11 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     {
         // Continuations registered on ConnectionClosed must not run on this thread's stack.
         ThreadPool.UnsafeQueueUserWorkItem(
-            static state => state.CancelConnectionClosedToken(),
+            static state =>
+            {
+                state.CancelConnectionClosedToken();
+                state._connectionClosedFired.TrySetResult();
+            },
             this,
             preferLocal: false);
     }

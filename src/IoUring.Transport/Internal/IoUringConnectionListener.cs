@@ -27,6 +27,8 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     private readonly IoUringTransportOptions _options;
     private readonly ILogger _logger;
     private RingListener[] _ringListeners = [];
+    private ListenerPrograms? _dispatchPrograms; // LeastConnections: closed after the sockets
+    private bool _dispatched;                     // a dispatch program chose the ring of each connection
     private readonly object _unbindLock = new();
     private int _disposed;
     private Task? _unbindTask;
@@ -78,6 +80,10 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                             EndPoint = ip;
                         }
                     }
+
+                    // The rings' listeners are in the group in ring order: dispatch programs rely on it.
+                    _dispatchPrograms = _factory.Dispatcher?.Attach(fds);
+                    _dispatched = _dispatchPrograms is not null;
                 }
                 catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
                 {
@@ -171,6 +177,11 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         IoUringConnection connection;
         try
         {
+            if (_dispatched)
+            {
+                ConnectionDispatcher.OnAccepted(ring);
+            }
+
             connection = IoUringConnection.Start(ring, fd, _group.MemoryPool, _options, _logger);
         }
         catch (Exception ex)
@@ -231,6 +242,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             }
         }
 
+        _dispatchPrograms?.Dispose();
         _accepted.Writer.TryComplete();
         DeleteUnixSocketFile();
     }

@@ -50,4 +50,19 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(14, LogLevel.Information, "io_uring is switched off by configuration (Enabled = false); serving on the Sockets transport.", EventName = "DisabledByConfiguration")]
     public static partial void DisabledByConfiguration(ILogger logger);
+
+    [LoggerMessage(15, LogLevel.Error, "The listening socket of io_uring ring {Ring} failed handling a completion; accepting resumes after a pause.", EventName = "ListenerError")]
+    public static partial void ListenerError(ILogger logger, int ring, Exception exception);
+
+    [LoggerMessage(16, LogLevel.Warning, "Connection dispatch {Requested} is unavailable; the kernel's reuseport hash chooses each connection's ring instead: {Reason}", EventName = "DispatchFallback")]
+    public static partial void DispatchFallback(ILogger logger, ConnectionDispatch requested, string reason);
+
+    [LoggerMessage(17, LogLevel.Debug, "Connection dispatch: {Requested} requested, {Mode} in effect over {RingCount} rings.", EventName = "DispatchStarted")]
+    public static partial void DispatchStarted(ILogger logger, ConnectionDispatch requested, ConnectionDispatch mode, int ringCount);
+
+    [LoggerMessage(18, LogLevel.Debug, "io_uring BPF event loop (struct io_uring_bpf_ops with kfuncs bpf_io_uring_submit_sqes and bpf_io_uring_get_region, Linux 7.1): {Availability} in this kernel's BTF.", EventName = "IoUringBpfLoop")]
+    public static partial void IoUringBpfLoop(ILogger logger, string availability);
+
+    [LoggerMessage(19, LogLevel.Warning, "IncomingCpu dispatch could not pin the rings to CPUs; connections still go to the ring of the CPU that took their SYN, but that ring may run on another CPU: {Reason}", EventName = "RingPinningFailed")]
+    public static partial void RingPinningFailed(ILogger logger, string reason);
 }

@@ -57,12 +57,18 @@ internal sealed class RingGroup : IDisposable
     /// <summary>The next ring in turn, for listeners that spread connections themselves.</summary>
     public RingThread NextRing() => Rings[(int)((uint)Interlocked.Increment(ref _next) % (uint)Rings.Length)];
 
-    /// <summary>Stops every ring once its connections are gone (waiting a bounded time for each), then frees the pool and the meter.</summary>
+    /// <summary>Stops every ring once its connections are gone (all at once, within one bounded wait), then frees the pool and the meter.</summary>
     public void Dispose()
     {
         foreach (RingThread ring in Rings)
         {
-            if (!ring.Stop(s_stopTimeout))
+            ring.RequestStop();
+        }
+
+        long deadline = Environment.TickCount64 + (long)s_stopTimeout.TotalMilliseconds;
+        foreach (RingThread ring in Rings)
+        {
+            if (!ring.WaitForExit(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64))))
             {
                 IoUringTransportLog.RingStopTimedOut(_logger, ring.Index);
             }

@@ -75,7 +75,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         if (kind == OpKind.AcceptBackoff)
         {
             _backoffArmed = false;
-            if (!_stopping)
+            if (!_stopping && !_acceptArmed)
             {
                 ArmAccept();
             }
@@ -99,32 +99,46 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         {
             _backoff = s_minBackoff;
             Accepted(result);
-            if (!_acceptArmed && !_stopping)
-            {
-                ArmAccept();
-            }
         }
-        else if (!_stopping && result != -Errno.ECANCELED)
+        else if (!_stopping && result is not (-Errno.ECANCELED or -Errno.ECONNABORTED or -Errno.EINTR or -Errno.EAGAIN))
         {
-            if (result is -Errno.EMFILE or -Errno.ENFILE or -Errno.ENOBUFS or -Errno.ENOMEM)
+            // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or a listener the
+            // kernel refuses: retrying at once would spin. Wait, doubling up to 1 s. (ECONNABORTED
+            // and the like concern one connection that went away first, not the listener.)
+            IoUringTransportLog.AcceptBackoff(_logger, -result, _backoff.TotalMilliseconds);
+            if (_acceptArmed)
             {
-                // Out of descriptors or memory: retrying at once would spin. Wait, doubling up to 1 s.
-                IoUringTransportLog.AcceptBackoff(_logger, -result, _backoff.TotalMilliseconds);
-                if (_acceptArmed)
-                {
-                    CancelAccept();
-                }
+                CancelAccept();
+            }
 
-                ArmBackoff();
-            }
-            else if (!_acceptArmed)
-            {
-                // ECONNABORTED and the like concern one connection, not the listener.
-                ArmAccept();
-            }
+            ArmBackoff();
+        }
+
+        // The multishot ended (after an error, or for reasons of the kernel's own) and no pause is
+        // pending: accept again. A cancel's ECANCELED that arrives after its pause expired lands here too.
+        if (!_stopping && !_acceptArmed && !_backoffArmed)
+        {
+            ArmAccept();
         }
 
         TryFinishStop();
+    }
+
+    /// <summary>Handling a completion threw (a bug): pause, then accept again, as after an accept error (ring thread).</summary>
+    public void RecoverAfterError()
+    {
+        if (_stopping || _slot < 0)
+        {
+            TryFinishStop();
+            return;
+        }
+
+        if (_acceptArmed)
+        {
+            CancelAccept();
+        }
+
+        ArmBackoff();
     }
 
     private void Accepted(int fd)
@@ -216,20 +230,37 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         _stopped.TrySetResult();
     }
 
-    /// <summary>The ring thread died.</summary>
+    /// <summary>
+    /// The ring thread died (ring thread, in its last moments): close the socket, so the kernel
+    /// sends new connections to the other rings' sockets of the group. The failure is logged by
+    /// the ring; stopping this listener later has nothing left to do.
+    /// </summary>
     public void FailFromRing(Exception error)
     {
-        if (_ownsFd)
+        if (_slot >= 0 && _ownsFd)
         {
             Libc.Close(_fd);
         }
 
-        _stopped.TrySetException(error);
+        _slot = -1;
+        _stopped.TrySetResult();
+    }
+
+    public void Reject(int operation, Exception error)
+    {
+        if (operation == OpStart && _ownsFd)
+        {
+            Libc.Close(_fd); // never started, so FailFromRing did not see it
+        }
+
+        _stopped.TrySetResult();
     }
 
     /// <summary>A connection accepted on one ring and handed to another.</summary>
     private sealed class AdoptWork(IoUringConnectionListener listener, int fd) : IRingWork
     {
         public void Execute(RingThread ring, int operation) => listener.OnAccepted(ring, fd);
+
+        public void Reject(int operation, Exception error) => Libc.Close(fd); // its ring died before taking it
     }
 }

@@ -1,10 +1,12 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Interop;
+using Microsoft.Win32.SafeHandles;
 using Microsoft.Extensions.Logging;
 
 namespace IoUring.Transport.Internal;
@@ -14,6 +16,7 @@ namespace IoUring.Transport.Internal;
 /// <see cref="Post"/>; the thread sleeps in io_uring_enter and is woken by an eventfd whose read is
 /// kept pending in the ring, written only when the thread has announced that it sleeps.
 /// </summary>
+[SuppressMessage("Design", "CA1001", Justification = "The ring thread disposes what it owns when its loop ends (Cleanup); nothing else may.")]
 internal sealed unsafe class RingThread
 {
     private const int CompletionBatch = 256;
@@ -32,13 +35,16 @@ internal sealed unsafe class RingThread
     private Ring? _ring;
     private BufferRing? _buffers;
     private int _eventFd = -1;
+    private SafeFileHandle? _eventFdHandle; // owns _eventFd; Wake takes a reference, so the number is never written after close
     private ulong* _eventValue;        // the pending eventfd read writes here (native: the kernel writes it later).
     private int _needsWake;            // 1 while the ring thread is about to sleep or sleeping; set by it, cleared by either side.
     private volatile bool _stopping;   // set by Stop; the loop ends once no slot is in use.
     private int _liveSlots;            // ring thread only.
+    private long _activeConnections;   // ring thread writes; see ActiveConnections.
     private int _buffersOut;           // provided buffers the kernel filled and we have not given back (ring thread only).
     private ReceiveBufferMemory[] _bufferMemory = [];
     private Exception? _startError;
+    private Exception? _failure;       // set once by the ring thread when its loop failed; Posts are rejected from then on
 
     public RingThread(int index, IoUringTransportOptions options, ILogger logger)
     {
@@ -64,7 +70,18 @@ internal sealed unsafe class RingThread
 
     // Metrics: written by the ring thread only, read by TransportMetrics when a listener collects
     // (64-bit reads and writes are atomic; a value one increment stale is fine).
-    public long ActiveConnections { get; set; }
+    public long ActiveConnections
+    {
+        get => _activeConnections;
+        set
+        {
+            _activeConnections = value;
+            Load?.PublishActive(value); // LeastConnections dispatch reads it in the kernel
+        }
+    }
+
+    /// <summary>This ring's entry in the LeastConnections load map; null in other modes (set before any listener starts).</summary>
+    public RingLoadSlot? Load { get; set; }
 
     public long ConnectionsAccepted { get; set; }
 
@@ -106,16 +123,42 @@ internal sealed unsafe class RingThread
     /// <summary>Asks the loop to end once every slot is free, and waits for the thread.</summary>
     public bool Stop(TimeSpan timeout)
     {
+        RequestStop();
+        return WaitForExit(timeout);
+    }
+
+    /// <summary>Asks the loop to end once every slot is free; connections still open keep being served until then.</summary>
+    public void RequestStop()
+    {
         _stopping = true;
         Wake();
-        return _thread.Join(timeout);
     }
+
+    /// <summary>Waits for the ring's thread to end.</summary>
+    public bool WaitForExit(TimeSpan timeout) => _thread.Join(timeout);
 
     /// <summary>Queues work for the ring thread and wakes it if it sleeps. Any thread.</summary>
     public void Post(IRingWork work, int operation)
     {
         _queue.Enqueue((work, operation));
+        // Enqueue is a full fence and so is the ring thread's publication of _failure before its
+        // last drain: either that drain sees our item, or we see the failure and reject it here.
+        if (Volatile.Read(ref _failure) is Exception failure)
+        {
+            RejectQueued(failure);
+            return;
+        }
+
         Wake();
+    }
+
+    /// <summary>The ring has failed; whatever is still queued will never run.</summary>
+    private void RejectQueued(Exception failure)
+    {
+        while (_queue.TryDequeue(out var item))
+        {
+            item.Work.Reject(item.Operation, failure);
+        }
     }
 
     /// <summary>Assigns a slot to <paramref name="handler"/>; returns its index and current generation (ring thread).</summary>
@@ -195,8 +238,26 @@ internal sealed unsafe class RingThread
         // see its flag (a Dekker handshake). Only one poster wins the exchange and writes.
         if (Volatile.Read(ref _needsWake) != 0 && Interlocked.Exchange(ref _needsWake, 0) != 0)
         {
-            ulong one = 1;
-            _ = Libc.Write(_eventFd, &one, sizeof(ulong));
+            // The reference keeps the descriptor open while we write: a ring that just ended has
+            // closed its eventfd, and the same number may already name another file.
+            bool added = false;
+            try
+            {
+                _eventFdHandle!.DangerousAddRef(ref added);
+                ulong one = 1;
+                _ = Libc.Write(_eventFd, &one, sizeof(ulong));
+            }
+            catch (ObjectDisposedException)
+            {
+                // The ring is gone; nobody is left to wake.
+            }
+            finally
+            {
+                if (added)
+                {
+                    _eventFdHandle!.DangerousRelease();
+                }
+            }
         }
     }
 
@@ -231,6 +292,8 @@ internal sealed unsafe class RingThread
                 throw new IoUringException("eventfd", Libc.LastErrno);
             }
 
+            _eventFdHandle = new SafeFileHandle(_eventFd, ownsHandle: true);
+
             _eventValue = (ulong*)NativeMemory.Alloc(sizeof(ulong));
             ArmWakeRead();
         }
@@ -249,8 +312,12 @@ internal sealed unsafe class RingThread
         }
         catch (Exception ex)
         {
+            // A bug of ours or an error the ring cannot go on after. Everything on this ring ends
+            // now, with the error, instead of waiting for a loop that will never turn again.
             IoUringTransportLog.RingFailed(_logger, Index, ex);
             AbortAllAfterFailure(ex);
+            Volatile.Write(ref _failure, ex);
+            RejectQueued(ex);
         }
         finally
         {
@@ -378,6 +445,11 @@ internal sealed unsafe class RingThread
         {
             FailConnection(connection, ex);
         }
+        catch (Exception ex) when (handler is RingListener listener)
+        {
+            IoUringTransportLog.ListenerError(_logger, Index, ex);
+            listener.RecoverAfterError();
+        }
     }
 
     /// <summary>
@@ -422,7 +494,13 @@ internal sealed unsafe class RingThread
         }
 
         _ring?.Dispose();
-        if (_eventFd >= 0)
+        // A poster that won the wake exchange holds a reference; the close waits for it.
+        Volatile.Write(ref _needsWake, 0);
+        if (_eventFdHandle is not null)
+        {
+            _eventFdHandle.Dispose();
+        }
+        else if (_eventFd >= 0)
         {
             Libc.Close(_eventFd);
         }

@@ -398,6 +398,11 @@ internal static unsafe class LinuxSocket
         }
     }
 
+    // Attaches an eBPF sk_reuseport program, by descriptor, to this socket's SO_REUSEPORT group. The
+    // group takes its own reference, so the caller may close its descriptor at any time.
+    public static void AttachReuseportEbpf(int fd, int programFd) =>
+        SetIntOption(fd, SocketInterop.SOL_SOCKET, SocketInterop.SO_ATTACH_REUSEPORT_EBPF, programFd);
+
     // Removes the group's program; the kernel reports ENOENT (SocketError.SocketError) if none is attached.
     public static void DetachReuseportBpf(int fd) =>
         SetIntOption(fd, SocketInterop.SOL_SOCKET, SocketInterop.SO_DETACH_REUSEPORT_BPF, 0);

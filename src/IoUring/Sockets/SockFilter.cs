@@ -17,6 +17,8 @@ internal readonly struct SockFilter
     private const ushort BpfRet = 0x06;
     private const ushort BpfK = 0x00;
     private const ushort BpfA = 0x10;
+    private const ushort BpfAlu = 0x04;
+    private const ushort BpfMod = 0x90;
 
     // Loads from these negative offsets read ancillary data instead of packet bytes (SKF_AD_OFF is
     // -0x1000, SKF_AD_CPU is 36): the CPU that is processing the incoming SYN.
@@ -41,6 +43,9 @@ internal readonly struct SockFilter
 
     // "ret a": return the accumulator.
     public static SockFilter ReturnAccumulator() => new((ushort)(BpfRet | BpfA), 0, 0, 0);
+
+    // "mod #k": accumulator %= k (k must not be 0; the kernel's checker refuses it).
+    public static SockFilter ModuloConstant(uint k) => new((ushort)(BpfAlu | BpfMod | BpfK), 0, 0, k);
 
     // "ld #cpu": accumulator = CPU handling the packet. Followed by ReturnAccumulator this steers each
     // connection to the listener whose index equals that CPU, which is the usual way to keep a

@@ -77,6 +77,22 @@ internal static unsafe partial class SocketTestHelpers
         }
     }
 
+    // Waits until at least one of fds is readable (a listener with a queued connection, say).
+    public static void WaitAnyReadable(int first, int second)
+    {
+        PollFd* pollFds = stackalloc PollFd[2];
+        pollFds[0] = new PollFd { Fd = first, Events = PollIn };
+        pollFds[1] = new PollFd { Fd = second, Events = PollIn };
+        int ready;
+        do
+        {
+            ready = Poll(pollFds, 2, ReadinessTimeoutMilliseconds);
+        }
+        while (ready < 0 && Marshal.GetLastPInvokeError() == Errno.EINTR);
+
+        Assert.True(ready > 0, $"neither fd {first} nor fd {second} became readable within {ReadinessTimeoutMilliseconds} ms (poll returned {ready})");
+    }
+
     private static void Wait(int fd, short events, string what)
     {
         var pollFd = new PollFd { Fd = fd, Events = events };

@@ -1,0 +1,299 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using System.Threading.Tasks;
+using IoUring.Bpf;
+using IoUring.Interop;
+using IoUring.Sockets;
+using Microsoft.Extensions.Logging;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// Connection dispatch for one ring group: pins the rings for <see cref="ConnectionDispatch.IncomingCpu"/>,
+/// owns the shared load map for <see cref="ConnectionDispatch.LeastConnections"/>, and attaches the
+/// chosen program to each TCP listener's reuseport group (<see cref="Attach"/>). Started right
+/// after the rings, disposed right after they stop.
+/// </summary>
+internal sealed unsafe class ConnectionDispatcher : IDisposable
+{
+    private readonly RingGroup _group;
+    private readonly IoUringTransportOptions _options;
+    private readonly ILogger _logger;
+    private BpfFd? _loadMap;          // LeastConnections: one struct ring_load per ring
+    private byte* _loadMemory;        // its mapping (shared with the kernel)
+    private nuint _loadMemoryLength;
+
+    private ConnectionDispatcher(RingGroup group, IoUringTransportOptions options, ILogger logger, ConnectionDispatch mode)
+    {
+        _group = group;
+        _options = options;
+        _logger = logger;
+        Mode = mode;
+    }
+
+    /// <summary>The mode in effect: the requested one, or Kernel after a fallback.</summary>
+    public ConnectionDispatch Mode { get; private set; }
+
+    /// <summary>Kernel ids of every map and program this dispatcher created, for tests that check nothing outlives the host.</summary>
+    public System.Collections.Concurrent.ConcurrentBag<(string Kind, uint Id)> CreatedObjects { get; } = [];
+
+    /// <summary>
+    /// Sets up <see cref="IoUringTransportOptions.Dispatch"/> for <paramref name="group"/>. A mode that
+    /// cannot be set up falls back to Kernel with one warning, or throws when
+    /// <see cref="IoUringTransportOptions.FallbackToKernelDispatch"/> is false.
+    /// </summary>
+    public static ConnectionDispatcher Start(RingGroup group, IoUringTransportOptions options, ILogger logger)
+    {
+        var dispatcher = new ConnectionDispatcher(group, options, logger, options.Dispatch);
+        switch (options.Dispatch)
+        {
+            case ConnectionDispatch.IncomingCpu:
+                try
+                {
+                    dispatcher.PinRings();
+                }
+                catch (IoUringException ex)
+                {
+                    // sched_setaffinity refused (a seccomp profile, say): the program still sends each
+                    // connection to the ring of its SYN's CPU; only the ring may run elsewhere.
+                    IoUringTransportLog.RingPinningFailed(logger, ex.Message);
+                }
+
+                break;
+            case ConnectionDispatch.LeastConnections:
+                try
+                {
+                    dispatcher.CreateLoadMap();
+                    using (ListenerPrograms trial = dispatcher.LoadLeastConnections(sockets: null))
+                    {
+                        // Loading once here proves privilege and verifier acceptance at start, not at the first bind.
+                    }
+                }
+                catch (Exception ex) when (ex is BpfException or PlatformNotSupportedException)
+                {
+                    // No listener exists yet, so no ring has a connection that could publish a count.
+                    dispatcher.ReleaseLoadMap();
+                    dispatcher.Fail(ex);
+                }
+
+                break;
+        }
+
+        IoUringTransportLog.DispatchStarted(logger, options.Dispatch, dispatcher.Mode, group.Rings.Length);
+        return dispatcher;
+    }
+
+    /// <summary>
+    /// Attaches the mode's program to the reuseport group of <paramref name="listeners"/> (listener i
+    /// belongs to ring i and joined the group i-th). Returns what must be closed with the listener,
+    /// or null when the kernel's hash decides.
+    /// </summary>
+    public ListenerPrograms? Attach(int[] listeners)
+    {
+        switch (Mode)
+        {
+            case ConnectionDispatch.IncomingCpu:
+                // ld cpu; mod #rings; ret a. The return value indexes the group in join order, which is
+                // ring order because the listeners were bound in ring order. The kernel copies the
+                // program into the group; nothing stays open on our side.
+                LinuxSocket.AttachReuseportCbpf(listeners[0],
+                [
+                    SockFilter.LoadCpu(),
+                    SockFilter.ModuloConstant((uint)listeners.Length),
+                    SockFilter.ReturnAccumulator(),
+                ]);
+                return null;
+
+            case ConnectionDispatch.LeastConnections:
+                ListenerPrograms? programs = null;
+                try
+                {
+                    BpfFd sockets = BpfSyscall.CreateMap(BpfSyscall.MapTypeReuseportSockArray, 4, 8, (uint)listeners.Length, 0, "ring_sockets");
+                    programs = LoadLeastConnections(sockets);
+                    for (uint ring = 0; ring < listeners.Length; ring++)
+                    {
+                        ulong fd = (ulong)listeners[ring];
+                        BpfSyscall.UpdateElement(sockets, &ring, &fd);
+                    }
+
+                    LinuxSocket.AttachReuseportEbpf(listeners[0], programs.Program.Value);
+                    return programs;
+                }
+                catch (Exception ex) when (_options.FallbackToKernelDispatch && ex is BpfException or System.Net.Sockets.SocketException)
+                {
+                    programs?.Dispose();
+                    IoUringTransportLog.DispatchFallback(_logger, ConnectionDispatch.LeastConnections, Reason(ex));
+                    return null;
+                }
+                catch
+                {
+                    programs?.Dispose();
+                    throw;
+                }
+
+            default:
+                return null;
+        }
+    }
+
+    /// <summary>A ring accepted a connection from a listener this dispatcher attached to (ring thread).</summary>
+    public static void OnAccepted(RingThread ring) => ring.Load?.CountAccepted();
+
+    private void Fail(Exception ex)
+    {
+        if (!_options.FallbackToKernelDispatch)
+        {
+            throw new InvalidOperationException($"Connection dispatch {_options.Dispatch} cannot be set up, and FallbackToKernelDispatch is false: {Reason(ex)}", ex);
+        }
+
+        IoUringTransportLog.DispatchFallback(_logger, _options.Dispatch, Reason(ex));
+        Mode = ConnectionDispatch.Kernel;
+    }
+
+    private static string Reason(Exception ex) => ex is BpfException { Errno: Errno.EPERM }
+        ? $"it needs CAP_BPF and CAP_NET_ADMIN, which this process lacks ({ex.Message})"
+        : ex.Message;
+
+    /// <summary>
+    /// Ring i runs on the CPUs whose number modulo the ring count is i, matching the cBPF program.
+    /// Returns once every ring thread has pinned itself, so the first connection finds them pinned.
+    /// </summary>
+    private void PinRings()
+    {
+        RingThread[] rings = _group.Rings;
+        List<int> allowed = CpuAffinity.GetCurrentThread();
+        var pins = new List<PinWork>();
+        foreach (RingThread ring in rings)
+        {
+            int[] cpus = allowed.Where(cpu => cpu % rings.Length == ring.Index).ToArray();
+            if (cpus.Length == 0)
+            {
+                // No CPU of ours maps here (a cpuset with gaps): the ring runs anywhere; the program
+                // sends it nothing.
+                continue;
+            }
+
+            // Affinity is per thread, so each ring thread sets its own.
+            var pin = new PinWork(cpus);
+            pins.Add(pin);
+            ring.Post(pin, 0);
+        }
+
+        foreach (PinWork pin in pins)
+        {
+            pin.Done.Task.GetAwaiter().GetResult();
+        }
+    }
+
+    private void CreateLoadMap()
+    {
+        int rings = _group.Rings.Length;
+        _loadMap = BpfSyscall.CreateMap(BpfSyscall.MapTypeArray, 4, DispatchProgram.LoadEntrySize, (uint)rings, BpfSyscall.MapFlagMmapable, "ring_load");
+        CreatedObjects.Add(("map", BpfSyscall.GetId(_loadMap)));
+
+        // An mmapable array's values start at offset 0 of the mapping, one value_size apart
+        // (kernel/bpf/arraymap.c, array_map_mmap); the kernel zeroes them.
+        _loadMemoryLength = (nuint)(((rings * DispatchProgram.LoadEntrySize) + Environment.SystemPageSize - 1) / Environment.SystemPageSize * Environment.SystemPageSize);
+        void* memory = Libc.Mmap(null, _loadMemoryLength, Libc.ProtRead | Libc.ProtWrite, Libc.MapShared, _loadMap.Value, 0);
+        if (memory == Libc.MapFailed)
+        {
+            throw new BpfException("mmap(ring_load)", Libc.LastErrno);
+        }
+
+        _loadMemory = (byte*)memory;
+        foreach (RingThread ring in _group.Rings)
+        {
+            var slot = new RingLoadSlot((long*)(_loadMemory + (ring.Index * DispatchProgram.LoadEntrySize)));
+            slot.PublishRingCount(rings);
+            ring.Load = slot;
+        }
+    }
+
+    /// <summary>Loads the program against <paramref name="sockets"/> (a one-slot placeholder map when null, for the start-up trial).</summary>
+    private ListenerPrograms LoadLeastConnections(BpfFd? sockets)
+    {
+        sockets ??= BpfSyscall.CreateMap(BpfSyscall.MapTypeReuseportSockArray, 4, 8, 1, 0, "ring_sockets");
+        try
+        {
+            byte[] instructions = BpfElfObject.Relocate(DispatchProgram.Program, map => map switch
+            {
+                DispatchProgram.SocketsMap => sockets.Value,
+                DispatchProgram.LoadMap => _loadMap!.Value,
+                _ => throw new InvalidOperationException($"The dispatch program references an unknown map {map}."),
+            });
+            BpfFd program = BpfSyscall.LoadProgram(
+                BpfSyscall.ProgTypeSkReuseport, BpfSyscall.AttachTypeSkReuseportSelect, instructions, DispatchProgram.Object.License, "least_conns");
+            ListenerPrograms programs;
+            try
+            {
+                programs = new ListenerPrograms(program, sockets);
+            }
+            catch
+            {
+                program.Dispose();
+                throw;
+            }
+
+            CreatedObjects.Add(("program", programs.ProgramId));
+            CreatedObjects.Add(("map", programs.SocketsMapId));
+            return programs;
+        }
+        catch
+        {
+            sockets.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Unmaps and closes the load map. Call after the rings stopped: a ring still running could store into it.</summary>
+    public void Dispose()
+    {
+        if (_group.Rings.Any(ring => ring.IsRunning))
+        {
+            // A ring whose stop timed out may still publish its count: leave the mapping (and with it
+            // the map) alive rather than let it write into unmapped memory.
+            return;
+        }
+
+        ReleaseLoadMap();
+    }
+
+    private void ReleaseLoadMap()
+    {
+        foreach (RingThread ring in _group.Rings)
+        {
+            ring.Load = null;
+        }
+
+        if (_loadMemory != null)
+        {
+            _ = Libc.Munmap(_loadMemory, _loadMemoryLength);
+            _loadMemory = null;
+        }
+
+        _loadMap?.Dispose();
+        _loadMap = null;
+    }
+
+    private sealed class PinWork(int[] cpus) : IRingWork
+    {
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Execute(RingThread ring, int operation)
+        {
+            try
+            {
+                CpuAffinity.SetCurrentThread(cpus);
+                Done.TrySetResult();
+            }
+            catch (IoUringException ex)
+            {
+                // Reported to the starting thread; the ring itself is fine unpinned.
+                Done.TrySetException(ex);
+            }
+        }
+
+        public void Reject(int operation, Exception error) => Done.TrySetException(error); // the ring died first
+    }
+}

@@ -1,0 +1,42 @@
+using System.Threading;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// One ring's entry in the LeastConnections load map (struct ring_load in bpf/dispatch.h), in memory
+/// shared with the kernel: the map is BPF_F_MMAPABLE and mapped into this process, so publishing a
+/// count is a store, not a system call. The eBPF program reads the entries on every SYN.
+/// </summary>
+/// <remarks>
+/// Writers: <c>rings</c> by the loader before any program runs; <c>active</c> and <c>accepted</c> are written by this ring's thread only, so it may read
+/// its own value and store the next one without an atomic read-modify-write; <c>dispatched</c> is
+/// written by the program with an atomic add (several CPUs may take SYNs at once) and only read here.
+/// Each field is an aligned 64-bit word, so every store and load is single-copy atomic on the
+/// 64-bit architectures we run on, and the program never sees a torn value. Volatile.Write keeps the
+/// JIT from caching or eliding the store; no ordering between the fields is needed, because the
+/// program uses them as a hint (a stale count costs balance, never correctness).
+/// </remarks>
+internal sealed unsafe class RingLoadSlot
+{
+    private const int ActiveOffset = 0;     // ring_load.active
+    private const int AcceptedOffset = 1;   // ring_load.accepted
+    private const int DispatchedOffset = 2; // ring_load.dispatched
+    private const int RingsOffset = 3;      // ring_load.rings
+
+    private readonly long* _entry;
+
+    public RingLoadSlot(long* entry) => _entry = entry;
+
+    /// <summary>How many rings the program scans; written by the loader before the program is attached.</summary>
+    public void PublishRingCount(int rings) => Volatile.Write(ref _entry[RingsOffset], rings);
+
+    /// <summary>The ring's open connections changed (ring thread).</summary>
+    public void PublishActive(long active) => Volatile.Write(ref _entry[ActiveOffset], active);
+
+    /// <summary>The ring accepted one connection from a dispatched listener (ring thread).</summary>
+    public void CountAccepted() => Volatile.Write(ref _entry[AcceptedOffset], _entry[AcceptedOffset] + 1);
+
+    /// <summary>What the program currently sees for this ring: open connections, accepted, dispatched (any thread; for tests and logs).</summary>
+    public (long Active, long Accepted, long Dispatched) Read()
+        => (Volatile.Read(ref _entry[ActiveOffset]), Volatile.Read(ref _entry[AcceptedOffset]), Volatile.Read(ref _entry[DispatchedOffset]));
+}

@@ -1,0 +1,191 @@
+using System;
+using System.Buffers.Binary;
+using System.Collections.Generic;
+using System.Text;
+
+namespace IoUring.Bpf;
+
+/// <summary>
+/// The parts of a clang-built BPF object (ELF64, little-endian, EM_BPF) that a loader needs: each
+/// program section's instructions, the map references in them (R_BPF_64_64 relocations against
+/// symbols of the "maps" section), the map definitions and the licence. Section and symbol layouts
+/// are from elf(5); this reads only what bpf/*.bpf.c produce (no BTF, no calls between functions,
+/// no global data), and refuses anything else rather than load it wrongly.
+/// </summary>
+internal sealed class BpfElfObject
+{
+    private const ushort MachineBpf = 247; // EM_BPF
+    private const uint SectionRel = 9;      // SHT_REL
+    private const uint SectionSymtab = 2;   // SHT_SYMTAB
+    private const uint RelocationBpf6464 = 1; // R_BPF_64_64: a 64-bit immediate load (ld_imm64) of a symbol's address
+    private const byte OpLoadImm64 = 0x18;  // BPF_LD | BPF_IMM | BPF_DW
+    private const byte PseudoMapFd = 1;     // BPF_PSEUDO_MAP_FD: the immediate is a map descriptor
+
+    private readonly Dictionary<string, BpfElfProgram> _programs = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, BpfMapDefinition> _maps = new(StringComparer.Ordinal);
+
+    private BpfElfObject(string license) => License = license;
+
+    /// <summary>The program's declared licence (the "license" section); the kernel checks it for GPL-only helpers.</summary>
+    public string License { get; }
+
+    public IReadOnlyDictionary<string, BpfElfProgram> Programs => _programs;
+
+    public IReadOnlyDictionary<string, BpfMapDefinition> Maps => _maps;
+
+    public static BpfElfObject Parse(ReadOnlySpan<byte> elf)
+    {
+        if (elf.Length < 64 || elf[0] != 0x7F || elf[1] != (byte)'E' || elf[2] != (byte)'L' || elf[3] != (byte)'F')
+        {
+            throw new FormatException("Not an ELF file.");
+        }
+
+        if (elf[4] != 2 || elf[5] != 1 || U16(elf, 0x12) != MachineBpf)
+        {
+            throw new FormatException("Not a 64-bit little-endian BPF object.");
+        }
+
+        ulong sectionTable = U64(elf, 0x28);   // e_shoff
+        int sectionSize = U16(elf, 0x3A);      // e_shentsize
+        int sectionCount = U16(elf, 0x3C);     // e_shnum
+        int namesIndex = U16(elf, 0x3E);       // e_shstrndx
+        var sections = new Section[sectionCount];
+        for (int i = 0; i < sectionCount; i++)
+        {
+            ReadOnlySpan<byte> header = Slice(elf, sectionTable + (ulong)(i * sectionSize), 64);
+            sections[i] = new Section(
+                NameOffset: U32(header, 0), Type: U32(header, 4), Offset: U64(header, 24), Size: U64(header, 32),
+                Link: U32(header, 40), Info: U32(header, 44));
+        }
+
+        ReadOnlySpan<byte> sectionNames = Data(elf, sections[namesIndex]);
+        string[] names = new string[sectionCount];
+        for (int i = 0; i < sectionCount; i++)
+        {
+            names[i] = CString(sectionNames, sections[i].NameOffset);
+        }
+
+        int licenseIndex = Array.IndexOf(names, "license");
+        int mapsIndex = Array.IndexOf(names, "maps");
+        int symtabIndex = Array.FindIndex(sections, s => s.Type == SectionSymtab);
+        if (licenseIndex < 0 || symtabIndex < 0)
+        {
+            throw new FormatException("The BPF object has no license section or no symbol table.");
+        }
+
+        var result = new BpfElfObject(CString(Data(elf, sections[licenseIndex]), 0));
+        ReadOnlySpan<byte> symbols = Data(elf, sections[symtabIndex]);
+        ReadOnlySpan<byte> symbolNames = Data(elf, sections[sections[symtabIndex].Link]);
+        int symbolCount = symbols.Length / 24;
+
+        // Maps: every symbol defined in "maps" is a struct dispatch_map_def (bpf/dispatch.h), five u32.
+        for (int s = 0; s < symbolCount && mapsIndex >= 0; s++)
+        {
+            ReadOnlySpan<byte> symbol = symbols.Slice(s * 24, 24);
+            if (U16(symbol, 6) == mapsIndex && U64(symbol, 16) == 20)
+            {
+                ReadOnlySpan<byte> definition = Slice(Data(elf, sections[mapsIndex]), U64(symbol, 8), 20);
+                string name = CString(symbolNames, U32(symbol, 0));
+                result._maps[name] = new BpfMapDefinition(name, U32(definition, 0), U32(definition, 4), U32(definition, 8), U32(definition, 12), U32(definition, 16));
+            }
+        }
+
+        // Programs: executable sections other than the empty .text; their relocations name maps.
+        for (int i = 0; i < sectionCount; i++)
+        {
+            if (sections[i].Type != SectionRel || sections[i].Info >= sectionCount)
+            {
+                continue;
+            }
+
+            int target = (int)sections[i].Info;
+            ReadOnlySpan<byte> relocations = Data(elf, sections[i]);
+            var references = new List<BpfMapReference>();
+            for (int r = 0; r + 16 <= relocations.Length; r += 16)
+            {
+                ulong offset = U64(relocations, r);
+                ulong info = U64(relocations, r + 8);
+                if ((uint)info != RelocationBpf6464)
+                {
+                    throw new FormatException($"Relocation type {(uint)info} in {names[target]} is not supported (only map references).");
+                }
+
+                ReadOnlySpan<byte> symbol = symbols.Slice((int)(info >> 32) * 24, 24);
+                if (U16(symbol, 6) != mapsIndex)
+                {
+                    throw new FormatException($"{names[target]} references a symbol outside the maps section (global data or calls are not supported).");
+                }
+
+                references.Add(new BpfMapReference((int)(offset / 8), CString(symbolNames, U32(symbol, 0))));
+            }
+
+            result._programs[names[target]] = new BpfElfProgram(names[target], Data(elf, sections[target]).ToArray(), references);
+        }
+
+        for (int i = 0; i < sectionCount; i++)
+        {
+            // A program without map references has no relocation section.
+            if (sections[i].Type == 1 && sections[i].Size > 0 && !names[i].StartsWith('.') && i != licenseIndex && i != mapsIndex && !result._programs.ContainsKey(names[i]))
+            {
+                result._programs[names[i]] = new BpfElfProgram(names[i], Data(elf, sections[i]).ToArray(), []);
+            }
+        }
+
+        return result;
+    }
+
+    /// <summary>
+    /// The program's instructions with each map reference turned into a map-descriptor load
+    /// (src_reg = BPF_PSEUDO_MAP_FD, imm = descriptor), the form BPF_PROG_LOAD accepts.
+    /// </summary>
+    public static byte[] Relocate(BpfElfProgram program, Func<string, int> mapFd)
+    {
+        byte[] instructions = (byte[])program.Instructions.Clone();
+        foreach (BpfMapReference reference in program.MapReferences)
+        {
+            int at = reference.InstructionIndex * 8;
+            if (instructions[at] != OpLoadImm64)
+            {
+                throw new FormatException($"The map reference to {reference.MapName} at instruction {reference.InstructionIndex} is not a 64-bit immediate load.");
+            }
+
+            // Byte 1 holds dst_reg (low nibble) and src_reg (high nibble).
+            instructions[at + 1] = (byte)((instructions[at + 1] & 0x0F) | (PseudoMapFd << 4));
+            BinaryPrimitives.WriteInt32LittleEndian(instructions.AsSpan(at + 4), mapFd(reference.MapName));
+            BinaryPrimitives.WriteInt32LittleEndian(instructions.AsSpan(at + 12), 0); // upper half of the immediate
+        }
+
+        return instructions;
+    }
+
+    private static ReadOnlySpan<byte> Data(ReadOnlySpan<byte> elf, Section section) => Slice(elf, section.Offset, section.Size);
+
+    private static ReadOnlySpan<byte> Slice(ReadOnlySpan<byte> data, ulong offset, ulong length)
+        => offset > (ulong)data.Length || length > (ulong)data.Length - offset
+            ? throw new FormatException("The BPF object is truncated.")
+            : data.Slice((int)offset, (int)length);
+
+    private static string CString(ReadOnlySpan<byte> table, uint offset)
+    {
+        ReadOnlySpan<byte> rest = Slice(table, offset, (ulong)table.Length - offset);
+        int end = rest.IndexOf((byte)0);
+        return Encoding.ASCII.GetString(end < 0 ? rest : rest[..end]);
+    }
+
+    private static ushort U16(ReadOnlySpan<byte> data, int offset) => BinaryPrimitives.ReadUInt16LittleEndian(data[offset..]);
+
+    private static uint U32(ReadOnlySpan<byte> data, int offset) => BinaryPrimitives.ReadUInt32LittleEndian(data[offset..]);
+
+    private static ulong U64(ReadOnlySpan<byte> data, int offset) => BinaryPrimitives.ReadUInt64LittleEndian(data[offset..]);
+
+    private readonly record struct Section(uint NameOffset, uint Type, ulong Offset, ulong Size, uint Link, uint Info);
+}
+
+/// <summary>One program section: its raw instructions (8 bytes each) and the map references to patch.</summary>
+internal sealed record BpfElfProgram(string Section, byte[] Instructions, IReadOnlyList<BpfMapReference> MapReferences);
+
+/// <summary>Instruction <see cref="InstructionIndex"/> loads the address of map <see cref="MapName"/>.</summary>
+internal readonly record struct BpfMapReference(int InstructionIndex, string MapName);
+
+/// <summary>A map as declared in the object (struct dispatch_map_def in bpf/dispatch.h).</summary>
+internal sealed record BpfMapDefinition(string Name, uint Type, uint KeySize, uint ValueSize, uint MaxEntries, uint Flags);

@@ -1,0 +1,189 @@
+using System;
+using System.Runtime.InteropServices;
+using System.Text;
+using IoUring.Interop;
+
+namespace IoUring.Bpf;
+
+/// <summary>
+/// The bpf(2) commands the dispatch loader needs, through libc's syscall. Each command takes a
+/// union bpf_attr (linux/bpf.h) of which it reads a prefix; the offsets below are that prefix's
+/// layout, which the kernel keeps stable (new fields only ever go at the end). The attribute buffer
+/// is zeroed, because the kernel rejects non-zero bytes in fields it does not use (E2BIG/EINVAL).
+/// </summary>
+/// <remarks>
+/// Raw system calls rather than libbpf: the transport needs three commands and one relocation kind
+/// (a map descriptor in a 64-bit load), which is a page of code, while libbpf would be a native
+/// library to find, version and ship. Nothing here needs BTF or CO-RE.
+/// </remarks>
+internal static unsafe class BpfSyscall
+{
+    // The bpf system call number differs per architecture (it predates the unified table).
+    private static readonly long s_sysBpf = RuntimeInformation.ProcessArchitecture switch
+    {
+        Architecture.X64 => 321,
+        Architecture.Arm64 => 280,
+        _ => -1,
+    };
+
+    // enum bpf_cmd
+    private const int MapCreate = 0;
+    private const int MapUpdateElem = 2;
+    private const int ProgLoad = 5;
+    private const int ProgGetFdById = 13;
+    private const int MapGetFdById = 14;
+    private const int ObjGetInfoByFd = 15;
+
+    private const int AttrSize = 128; // covers every field we set; the kernel accepts a shorter union
+    private const int ObjectNameLength = 16; // BPF_OBJ_NAME_LEN
+
+    public const uint MapTypeArray = 2;
+    public const uint MapTypeReuseportSockArray = 20;
+    public const uint MapFlagMmapable = 1 << 10; // BPF_F_MMAPABLE
+    public const uint ProgTypeSkReuseport = 21;
+    public const uint AttachTypeSkReuseportSelect = 39; // enum bpf_attach_type BPF_SK_REUSEPORT_SELECT
+
+    /// <summary>BPF_MAP_CREATE.</summary>
+    public static BpfFd CreateMap(uint type, uint keySize, uint valueSize, uint maxEntries, uint flags, string name)
+    {
+        byte* attr = stackalloc byte[AttrSize];
+        new Span<byte>(attr, AttrSize).Clear();
+        *(uint*)(attr + 0) = type;        // map_type
+        *(uint*)(attr + 4) = keySize;     // key_size
+        *(uint*)(attr + 8) = valueSize;   // value_size
+        *(uint*)(attr + 12) = maxEntries; // max_entries
+        *(uint*)(attr + 16) = flags;      // map_flags
+        WriteName(attr + 28, name);       // map_name (after inner_map_fd and numa_node)
+        return new BpfFd(Call(MapCreate, attr, $"BPF_MAP_CREATE({name})"));
+    }
+
+    /// <summary>BPF_MAP_UPDATE_ELEM with BPF_ANY.</summary>
+    public static void UpdateElement(BpfFd map, void* key, void* value)
+    {
+        byte* attr = stackalloc byte[AttrSize];
+        new Span<byte>(attr, AttrSize).Clear();
+        *(uint*)(attr + 0) = (uint)map.Value; // map_fd
+        *(ulong*)(attr + 8) = (ulong)key;     // key
+        *(ulong*)(attr + 16) = (ulong)value;  // value
+        _ = Call(MapUpdateElem, attr, "BPF_MAP_UPDATE_ELEM");
+        GC.KeepAlive(map);
+    }
+
+    /// <summary>
+    /// BPF_PROG_LOAD. When the kernel refuses the program, loads it once more with the verifier
+    /// log on, so the exception says why.
+    /// </summary>
+    public static BpfFd LoadProgram(uint type, uint expectedAttachType, ReadOnlySpan<byte> instructions, string license, string name)
+    {
+        byte[] licenseBytes = Encoding.ASCII.GetBytes(license + "\0");
+        fixed (byte* insns = instructions)
+        fixed (byte* lic = licenseBytes)
+        {
+            uint count = (uint)(instructions.Length / 8);
+            int fd = TryLoad(type, expectedAttachType, insns, count, lic, name, null, 0);
+
+            // The verifier gives up with EAGAIN when a signal is pending (kernel/bpf/verifier.c,
+            // do_check); the runtime signals threads to suspend them for GC, so retry as libbpf does.
+            for (int attempt = 0; fd == -Errno.EAGAIN && attempt < 5; attempt++)
+            {
+                fd = TryLoad(type, expectedAttachType, insns, count, lic, name, null, 0);
+            }
+            if (fd >= 0)
+            {
+                return new BpfFd(fd);
+            }
+
+            int errno = -fd;
+            string? log = null;
+            if (errno is Errno.EINVAL or Errno.EACCES)
+            {
+                const int LogSize = 1 << 16;
+                byte[] buffer = new byte[LogSize];
+                fixed (byte* logBuffer = buffer)
+                {
+                    _ = TryLoad(type, expectedAttachType, insns, count, lic, name, logBuffer, LogSize);
+                }
+
+                int end = Array.IndexOf(buffer, (byte)0);
+                log = Encoding.ASCII.GetString(buffer, 0, end < 0 ? buffer.Length : end);
+            }
+
+            throw new BpfException($"BPF_PROG_LOAD({name})", errno, log);
+        }
+    }
+
+    private static int TryLoad(uint type, uint expectedAttachType, byte* insns, uint count, byte* license, string name, byte* logBuffer, uint logSize)
+    {
+        byte* attr = stackalloc byte[AttrSize];
+        new Span<byte>(attr, AttrSize).Clear();
+        *(uint*)(attr + 0) = type;                              // prog_type
+        *(uint*)(attr + 4) = count;                             // insn_cnt
+        *(ulong*)(attr + 8) = (ulong)insns;                     // insns
+        *(ulong*)(attr + 16) = (ulong)license;                  // license
+        *(uint*)(attr + 24) = logBuffer == null ? 0u : 1u;      // log_level
+        *(uint*)(attr + 28) = logSize;                          // log_size
+        *(ulong*)(attr + 32) = (ulong)logBuffer;                // log_buf
+        WriteName(attr + 48, name);                             // prog_name (after kern_version, prog_flags)
+        *(uint*)(attr + 68) = expectedAttachType;               // expected_attach_type (after prog_ifindex)
+        long ret = Libc.Syscall(s_sysBpf, ProgLoad, (long)attr, AttrSize, 0, 0, 0);
+        return ret < 0 ? -Libc.LastErrno : (int)ret;
+    }
+
+    /// <summary>The kernel-wide id of a map or program (BPF_OBJ_GET_INFO_BY_FD: bpf_prog_info and bpf_map_info both start with type, id).</summary>
+    public static uint GetId(BpfFd fd)
+    {
+        uint* info = stackalloc uint[2];
+        info[0] = info[1] = 0;
+        byte* attr = stackalloc byte[AttrSize];
+        new Span<byte>(attr, AttrSize).Clear();
+        *(uint*)(attr + 0) = (uint)fd.Value; // info.bpf_fd
+        *(uint*)(attr + 4) = 8;              // info.info_len: the kernel fills only this much
+        *(ulong*)(attr + 8) = (ulong)info;   // info.info
+        _ = Call(ObjGetInfoByFd, attr, "BPF_OBJ_GET_INFO_BY_FD");
+        GC.KeepAlive(fd);
+        return info[1];
+    }
+
+    /// <summary>Whether a program with this id still exists in the kernel (needs CAP_SYS_ADMIN).</summary>
+    public static bool ProgramExists(uint id) => ObjectExists(ProgGetFdById, id);
+
+    /// <summary>Whether a map with this id still exists in the kernel (needs CAP_SYS_ADMIN).</summary>
+    public static bool MapExists(uint id) => ObjectExists(MapGetFdById, id);
+
+    private static bool ObjectExists(int command, uint id)
+    {
+        byte* attr = stackalloc byte[AttrSize];
+        new Span<byte>(attr, AttrSize).Clear();
+        *(uint*)(attr + 0) = id; // prog_id / map_id
+        long ret = Libc.Syscall(s_sysBpf, command, (long)attr, AttrSize, 0, 0, 0);
+        if (ret >= 0)
+        {
+            _ = Libc.Close((int)ret);
+            return true;
+        }
+
+        int errno = Libc.LastErrno;
+        return errno == Errno.ENOENT ? false : throw new BpfException(command == ProgGetFdById ? "BPF_PROG_GET_FD_BY_ID" : "BPF_MAP_GET_FD_BY_ID", errno);
+    }
+
+    private static int Call(int command, byte* attr, string operation)
+    {
+        if (s_sysBpf < 0)
+        {
+            throw new PlatformNotSupportedException($"bpf(2) is not wired up for {RuntimeInformation.ProcessArchitecture}.");
+        }
+
+        long ret = Libc.Syscall(s_sysBpf, command, (long)attr, AttrSize, 0, 0, 0);
+        return ret < 0 ? throw new BpfException(operation, Libc.LastErrno) : (int)ret;
+    }
+
+    private static void WriteName(byte* destination, string name)
+    {
+        // Object names: at most 15 characters of [A-Za-z0-9_.], NUL-terminated (bpf_obj_name_cpy).
+        int length = Math.Min(name.Length, ObjectNameLength - 1);
+        for (int i = 0; i < length; i++)
+        {
+            destination[i] = (byte)name[i];
+        }
+    }
+}

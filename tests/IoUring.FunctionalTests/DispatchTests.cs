@@ -1,0 +1,455 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading;
+using System.Threading.Tasks;
+using IoUring.Bpf;
+using IoUring.Interop;
+using IoUring.Transport;
+using IoUring.Transport.Internal;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace IoUring.FunctionalTests;
+
+/// <summary>
+/// Connection dispatch on the real kernel: which ring each new connection lands on. The server
+/// writes one byte to every new connection, the index of the ring that owns it, so clients know.
+/// </summary>
+/// <remarks>
+/// In <see cref="IoUringTransportTests"/>' collection, so the two never run at once: that class
+/// counts the process's descriptors and threads, which these servers change.
+/// </remarks>
+[Collection(nameof(IoUringTransportTests))]
+public class DispatchTests
+{
+    private static readonly TimeSpan s_settleTimeout = TimeSpan.FromSeconds(30);
+
+    [Fact]
+    public async Task LeastConnectionsKeepsRingsEvenAfterSkewedClosesWhereTheKernelHashDoesNot()
+    {
+        int[] least = await RunSkewedPattern(ConnectionDispatch.LeastConnections);
+        int[] kernel = await RunSkewedPattern(ConnectionDispatch.Kernel);
+        int leastSpread = least.Max() - least.Min();
+        int kernelSpread = kernel.Max() - kernel.Min();
+        TestContext.Current.TestOutputHelper?.WriteLine(
+            $"Open connections per ring after 400 connections, closing all of ring 0's and half of ring 1's, then 200 more: " +
+            $"LeastConnections [{string.Join(", ", least)}] (spread {leastSpread}), Kernel [{string.Join(", ", kernel)}] (spread {kernelSpread}).");
+        Assert.True(leastSpread <= 2, $"LeastConnections left rings at [{string.Join(", ", least)}]");
+        Assert.True(kernelSpread > leastSpread, $"the kernel's hash balanced as well ([{string.Join(", ", kernel)}]): the pattern shows nothing");
+    }
+
+    /// <summary>
+    /// 4 rings; 400 connections; close every connection on ring 0 and every other one on ring 1;
+    /// once the server has seen the closes, open 200 more. Returns the open connections per ring.
+    /// </summary>
+    private static async Task<int[]> RunSkewedPattern(ConnectionDispatch dispatch)
+    {
+        const int Rings = 4;
+        await using DispatchServer server = await DispatchServer.StartAsync(dispatch, Rings);
+        Assert.Equal(dispatch, server.Factory.ActiveDispatch);
+        var open = new List<(Socket Socket, int Ring)>();
+        try
+        {
+            for (int i = 0; i < 400; i++)
+            {
+                open.Add(server.Connect());
+            }
+
+            var closing = open.Where(c => c.Ring == 0).Concat(open.Where(c => c.Ring == 1).Where((_, i) => i % 2 == 0)).ToList();
+            foreach ((Socket socket, int _) in closing)
+            {
+                socket.Dispose();
+            }
+
+            open = open.Except(closing).ToList();
+            await server.WaitForActiveConnections(open.Count);
+            for (int i = 0; i < 200; i++)
+            {
+                open.Add(server.Connect());
+            }
+
+            await server.WaitForActiveConnections(open.Count);
+            int[] perRing = new int[Rings];
+            foreach ((Socket _, int ring) in open)
+            {
+                perRing[ring]++;
+            }
+
+            // The server's own counts agree with what the clients were told.
+            Assert.Equal(perRing, server.Rings.Select(r => (int)r.ActiveConnections).ToArray());
+            if (dispatch == ConnectionDispatch.LeastConnections)
+            {
+                // What the program saw last: open, accepted and dispatched per ring. It counted each
+                // SYN once and nothing else (late ACKs and FINs of closed connections also reach the
+                // listeners), so every ring accepted exactly what was sent to it.
+                var load = server.Rings.Select(r => r.Load!.Read()).ToList();
+                TestContext.Current.TestOutputHelper?.WriteLine("Load map (active, accepted, dispatched): " + string.Join(", ", load));
+                Assert.All(load, l => Assert.Equal(l.Accepted, l.Dispatched));
+                Assert.Equal(perRing, load.Select(l => (int)l.Active).ToArray());
+            }
+
+            return perRing;
+        }
+        finally
+        {
+            foreach ((Socket socket, int _) in open)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    [Fact]
+    public async Task IncomingCpuSendsConnectionsToTheRingPinnedToTheClientsCpu()
+    {
+        List<int> cpus = CpuAffinity.GetCurrentThread();
+        if (cpus.Count < 2)
+        {
+            Assert.Skip($"Needs two CPUs to tell them apart; this process may run on {cpus.Count}.");
+        }
+
+        int rings = cpus.Count;
+        await using DispatchServer server = await DispatchServer.StartAsync(ConnectionDispatch.IncomingCpu, rings);
+        Assert.Equal(ConnectionDispatch.IncomingCpu, server.Factory.ActiveDispatch);
+        foreach (int cpu in new[] { cpus[1], cpus[0] })
+        {
+            int expectedRing = cpu % rings;
+            Assert.Equal(ExpectedCpus(cpus, rings, expectedRing), RingThreadCpus(expectedRing));
+
+            // Connect from a thread pinned to the CPU: over loopback the SYN is processed on the
+            // sending CPU (no RPS on lo), so that is the CPU the program sees.
+            int[] landed = RunPinned(cpu, () => Enumerable.Range(0, 20).Select(_ =>
+            {
+                (Socket socket, int ring) = server.Connect();
+                socket.Dispose();
+                return ring;
+            }).ToArray());
+            Assert.All(landed, ring => Assert.Equal(expectedRing, ring));
+        }
+    }
+
+    [Fact]
+    public async Task LeastConnectionsObjectsAreGoneFromTheKernelAfterTheHostStops()
+    {
+        var created = new List<(string Kind, uint Id)>();
+        for (int run = 0; run < 2; run++)
+        {
+            // Twice: a second bind in the same process must not keep the first one's objects.
+            await using DispatchServer server = await DispatchServer.StartAsync(ConnectionDispatch.LeastConnections, 2);
+            (Socket socket, int _) = server.Connect();
+            socket.Dispose();
+            created.AddRange(server.Factory.Dispatcher!.CreatedObjects);
+        }
+
+        // Program, listener map and load map of each run, plus each run's start-up trial program and map.
+        Assert.Equal(10, created.Count);
+        Assert.Equal(10, created.Distinct().Count());
+
+        // The kernel frees a reuseport group's program after an RCU grace period; nothing signals
+        // that to user space, so poll (bounded) until the ids are gone.
+        var deadline = Stopwatch.StartNew();
+        List<(string Kind, uint Id)> alive;
+        while ((alive = created.Where(o => o.Kind == "program" ? BpfSyscall.ProgramExists(o.Id) : BpfSyscall.MapExists(o.Id)).ToList()).Count > 0
+            && deadline.Elapsed < s_settleTimeout)
+        {
+            await Task.Delay(50, TestContext.Current.CancellationToken);
+        }
+
+        Assert.True(alive.Count == 0, $"still in the kernel: {string.Join(", ", alive)}");
+    }
+
+    [Fact]
+    public async Task WithoutCapabilitiesLeastConnectionsFallsBackToTheKernelHashWithOneWarning()
+    {
+        (string output, int exitCode) = await RunSampleWithoutCapabilities(strict: false);
+        Assert.True(output.Contains("Dispatch: Kernel", StringComparison.Ordinal), output);
+        Assert.True(output.Contains("Transport: io_uring", StringComparison.Ordinal), output);
+        Assert.Equal(1, Count(output, "IoUring.Transport[16]")); // event 16: DispatchFallback
+        Assert.True(output.Contains("CAP_BPF and CAP_NET_ADMIN", StringComparison.Ordinal), output);
+        _ = exitCode;
+
+        (string strictOutput, int strictExit) = await RunSampleWithoutCapabilities(strict: true);
+        Assert.NotEqual(0, strictExit);
+        Assert.True(strictOutput.Contains("FallbackToKernelDispatch is false", StringComparison.Ordinal), strictOutput);
+        Assert.False(strictOutput.Contains("Listening on:", StringComparison.Ordinal), strictOutput);
+    }
+
+    [Fact]
+    public void IoUringBpfLoopAvailabilityMatchesTheKernelVersion()
+    {
+        // struct io_uring_bpf_ops and its kfuncs were merged for Linux 7.1: older kernels must say
+        // no, and 7.1 or later must say yes (a kernel built without them would fail here, which is
+        // the point: the probe would otherwise go unverified).
+        Version kernel = Environment.OSVersion.Version;
+        bool expected = kernel >= new Version(7, 1);
+        Assert.Equal(expected, IoUringTransportFactory.IsIoUringBpfLoopAvailable);
+
+        // The probe reads real BTF: a struct every kernel with BTF has is found.
+        HashSet<(int Kind, string Name)>? found = BtfTypes.Find([(BtfTypes.KindStruct, "sk_reuseport_md"), (BtfTypes.KindStruct, IoUringBpfLoop.OpsType)]);
+        Assert.NotNull(found);
+        Assert.Contains((BtfTypes.KindStruct, "sk_reuseport_md"), found);
+        Assert.Equal(expected, found.Contains((BtfTypes.KindStruct, IoUringBpfLoop.OpsType)));
+    }
+
+    private static int Count(string text, string value)
+    {
+        int count = 0;
+        for (int at = text.IndexOf(value, StringComparison.Ordinal); at >= 0; at = text.IndexOf(value, at + 1, StringComparison.Ordinal))
+        {
+            count++;
+        }
+
+        return count;
+    }
+
+    /// <summary>
+    /// Runs samples/HelloWorld with LeastConnections under setpriv with every capability dropped
+    /// (root without capabilities cannot use bpf()), until it reports that it listens or exits.
+    /// </summary>
+    private static async Task<(string Output, int ExitCode)> RunSampleWithoutCapabilities(bool strict)
+    {
+        string sample = SamplePath();
+        var start = new ProcessStartInfo("setpriv")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (string argument in new[] { "--inh-caps=-all", "--bounding-set=-all", "--", Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet", sample })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
+        start.Environment["DOTNET_ENVIRONMENT"] = "Production";
+        start.Environment["IoUring__Dispatch"] = "LeastConnections";
+        start.Environment["IoUring__RingCount"] = "2";
+        start.Environment["IoUring__FallbackToSockets"] = "false";
+        start.Environment["IoUring__FallbackToKernelDispatch"] = strict ? "false" : "true";
+        start.Environment["Logging__Console__FormatterOptions__SingleLine"] = "true";
+
+        using Process process = Process.Start(start)!;
+        var output = new System.Text.StringBuilder();
+        var listening = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        process.OutputDataReceived += (_, e) =>
+        {
+            lock (output)
+            {
+                output.AppendLine(e.Data);
+            }
+
+            if (e.Data?.StartsWith("Listening on:", StringComparison.Ordinal) == true)
+            {
+                listening.TrySetResult();
+            }
+        };
+        process.ErrorDataReceived += (_, e) =>
+        {
+            lock (output)
+            {
+                output.AppendLine(e.Data);
+            }
+        };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            Task exited = process.WaitForExitAsync(timeout.Token);
+            await Task.WhenAny(listening.Task, exited).WaitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+
+            await process.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+
+        lock (output)
+        {
+            return (output.ToString(), process.ExitCode);
+        }
+    }
+
+    /// <summary>samples/HelloWorld's build output in the configuration this test was built in.</summary>
+    private static string SamplePath()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        string configuration = directory.Parent!.Name; // bin/<configuration>/<framework>/
+        string framework = directory.Name;
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Transport.sln")))
+        {
+            directory = directory.Parent;
+        }
+
+        Assert.NotNull(directory);
+        string path = Path.Combine(directory.FullName, "samples", "HelloWorld", "bin", configuration, framework, "HelloWorld.dll");
+        Assert.True(File.Exists(path), $"{path} is missing: build the solution first");
+        return path;
+    }
+
+    private static T RunPinned<T>(int cpu, Func<T> work)
+    {
+        T result = default!;
+        Exception? error = null;
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                CpuAffinity.SetCurrentThread([cpu]);
+                result = work();
+            }
+            catch (Exception ex)
+            {
+                error = ex;
+            }
+        });
+        thread.Start();
+        thread.Join();
+        return error is null ? result : throw new InvalidOperationException("The pinned client failed.", error);
+    }
+
+    private static int[] ExpectedCpus(List<int> cpus, int rings, int ring) => cpus.Where(c => c % rings == ring).ToArray();
+
+    /// <summary>The CPUs the kernel lets ring thread <paramref name="ring"/> run on (/proc/self/task/*/status).</summary>
+    private static int[] RingThreadCpus(int ring)
+    {
+        string name = $"io_uring ring {ring}";
+        name = name[..Math.Min(name.Length, 15)]; // the kernel keeps 15 characters of a thread's name
+        foreach (string task in Directory.GetDirectories("/proc/self/task"))
+        {
+            string comm;
+            try
+            {
+                comm = File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n');
+            }
+            catch (IOException)
+            {
+                continue; // the thread ended meanwhile
+            }
+
+            if (comm == name)
+            {
+                string line = File.ReadAllLines(Path.Combine(task, "status")).Single(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal));
+                return ParseCpuList(line["Cpus_allowed_list:".Length..].Trim());
+            }
+        }
+
+        throw new InvalidOperationException($"No thread named {name}.");
+    }
+
+    private static int[] ParseCpuList(string list) => list.Split(',').SelectMany(part =>
+    {
+        string[] range = part.Split('-');
+        int first = int.Parse(range[0], System.Globalization.CultureInfo.InvariantCulture);
+        int last = range.Length > 1 ? int.Parse(range[1], System.Globalization.CultureInfo.InvariantCulture) : first;
+        return Enumerable.Range(first, last - first + 1);
+    }).ToArray();
+
+    /// <summary>A host whose one TCP endpoint tells each connection its ring, then waits for the client to close.</summary>
+    private sealed class DispatchServer : IAsyncDisposable
+    {
+        private readonly IHost _host;
+
+        private DispatchServer(IHost host, int port)
+        {
+            _host = host;
+            Port = port;
+            Factory = host.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
+        }
+
+        public int Port { get; }
+
+        public IoUringTransportFactory Factory { get; }
+
+        public RingThread[] Rings => Factory.Group!.Rings;
+
+        public static async Task<DispatchServer> StartAsync(ConnectionDispatch dispatch, int rings)
+        {
+            IHost host = new HostBuilder()
+                .ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning))
+                .ConfigureWebHost(web => web
+                    .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                    {
+                        byte ring = (byte)((IoUringConnection)connection).Ring.Index;
+                        await connection.Transport.Output.WriteAsync(new[] { ring });
+                        while (true)
+                        {
+                            System.IO.Pipelines.ReadResult read = await connection.Transport.Input.ReadAsync();
+                            connection.Transport.Input.AdvanceTo(read.Buffer.End);
+                            if (read.IsCompleted || read.IsCanceled)
+                            {
+                                break;
+                            }
+                        }
+                    })))
+                    .UseIoUringTransport(o =>
+                    {
+                        o.FallbackToSockets = false;
+                        o.FallbackToKernelDispatch = false;
+                        o.RingCount = rings;
+                        o.Dispatch = dispatch;
+                    })
+                    .Configure(_ => { }))
+                .Build();
+            await host.StartAsync(TestContext.Current.CancellationToken);
+            int port = new Uri(host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+            return new DispatchServer(host, port);
+        }
+
+        /// <summary>Connects (blocking, on the calling thread) and reads which ring took the connection.</summary>
+        public (Socket Socket, int Ring) Connect()
+        {
+            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            try
+            {
+                socket.Connect(IPAddress.Loopback, Port);
+                socket.ReceiveTimeout = (int)s_settleTimeout.TotalMilliseconds;
+                byte[] ring = new byte[1];
+                Assert.Equal(1, socket.Receive(ring));
+                return (socket, ring[0]);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        }
+
+        /// <summary>
+        /// Waits until the rings count <paramref name="expected"/> open connections: closes reach the
+        /// server asynchronously (FIN, the handler's return, the ring's close), and no event reports
+        /// the ring's count, so this polls it with a deadline.
+        /// </summary>
+        public async Task WaitForActiveConnections(int expected)
+        {
+            var deadline = Stopwatch.StartNew();
+            while (Rings.Sum(r => r.ActiveConnections) != expected)
+            {
+                Assert.True(deadline.Elapsed < s_settleTimeout, $"the rings count {Rings.Sum(r => r.ActiveConnections)} open connections, not {expected}");
+                await Task.Delay(10, TestContext.Current.CancellationToken);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _host.StopAsync(TestContext.Current.CancellationToken);
+            _host.Dispose();
+        }
+    }
+}

@@ -1,0 +1,145 @@
+using System;
+using System.Buffers.Binary;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using IoUring.Bpf;
+using Xunit;
+
+namespace IoUring.Tests.Bpf;
+
+/// <summary>The committed BPF objects: they match their sources, and the loader's ELF reader understands them.</summary>
+public class BpfObjectTests
+{
+    internal static string BpfDirectory
+    {
+        get
+        {
+            var directory = new DirectoryInfo(AppContext.BaseDirectory);
+            while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Transport.sln")))
+            {
+                directory = directory.Parent;
+            }
+
+            Assert.NotNull(directory);
+            return Path.Combine(directory.FullName, "bpf");
+        }
+    }
+
+    [Fact]
+    public void RebuildingFromSourceReproducesTheCommittedObjects()
+    {
+        foreach (string tool in new[] { "make", "clang" })
+        {
+            if (!OnPath(tool))
+            {
+                Assert.Skip($"{tool} is not installed (scripts/setup.sh installs it; CI runs this check).");
+            }
+        }
+
+        string output = Path.Combine(Path.GetTempPath(), "iouring-bpf-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(output);
+        try
+        {
+            var start = new ProcessStartInfo("make", ["-s", "-B", "-C", BpfDirectory, "OUT=" + output])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            using Process make = Process.Start(start)!;
+            string log = make.StandardOutput.ReadToEnd() + make.StandardError.ReadToEnd();
+            make.WaitForExit();
+            Assert.True(make.ExitCode == 0, "make failed:\n" + log);
+
+            string[] committed = Directory.GetFiles(BpfDirectory, "*.bpf.o");
+            string[] sources = Directory.GetFiles(BpfDirectory, "*.bpf.c");
+            Assert.NotEmpty(committed);
+            Assert.Equal(sources.Length, committed.Length);
+            foreach (string file in committed)
+            {
+                byte[] rebuilt = File.ReadAllBytes(Path.Combine(output, Path.GetFileName(file)));
+                Assert.True(rebuilt.AsSpan().SequenceEqual(File.ReadAllBytes(file)),
+                    $"{Path.GetFileName(file)} differs from what its source compiles to: run `make -C bpf` and commit the object.");
+            }
+        }
+        finally
+        {
+            Directory.Delete(output, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void TheElfReaderFindsTheProgramItsMapReferencesAndItsLicence()
+    {
+        BpfElfObject elf = BpfElfObject.Parse(File.ReadAllBytes(Path.Combine(BpfDirectory, "least_connections.bpf.o")));
+
+        Assert.Equal("Dual MIT/GPL", elf.License);
+        BpfElfProgram program = Assert.Single(elf.Programs).Value;
+        Assert.Equal("sk_reuseport", program.Section);
+        Assert.Equal(0, program.Instructions.Length % 8);
+        Assert.Equal(["ring_load", "ring_sockets"], program.MapReferences.Select(r => r.MapName).Distinct().Order());
+
+        BpfMapDefinition sockets = elf.Maps["ring_sockets"];
+        Assert.Equal(BpfSyscall.MapTypeReuseportSockArray, sockets.Type);
+        Assert.Equal((4u, 8u), (sockets.KeySize, sockets.ValueSize));
+        BpfMapDefinition load = elf.Maps["ring_load"];
+        Assert.Equal(BpfSyscall.MapTypeArray, load.Type);
+        Assert.Equal((4u, 64u, BpfSyscall.MapFlagMmapable), (load.KeySize, load.ValueSize, load.Flags));
+    }
+
+    [Fact]
+    public void RelocationTurnsEachMapReferenceIntoAMapDescriptorLoad()
+    {
+        BpfElfObject elf = BpfElfObject.Parse(File.ReadAllBytes(Path.Combine(BpfDirectory, "least_connections.bpf.o")));
+        BpfElfProgram program = elf.Programs["sk_reuseport"];
+
+        byte[] relocated = BpfElfObject.Relocate(program, map => map == "ring_sockets" ? 41 : 42);
+
+        foreach (BpfMapReference reference in program.MapReferences)
+        {
+            ReadOnlySpan<byte> instruction = relocated.AsSpan(reference.InstructionIndex * 8, 16);
+            Assert.Equal(0x18, instruction[0]); // ld_imm64
+            Assert.Equal(1, instruction[1] >> 4); // src_reg = BPF_PSEUDO_MAP_FD
+            Assert.Equal(program.Instructions[(reference.InstructionIndex * 8) + 1] & 0x0F, instruction[1] & 0x0F); // dst_reg kept
+            Assert.Equal(reference.MapName == "ring_sockets" ? 41 : 42, BinaryPrimitives.ReadInt32LittleEndian(instruction[4..]));
+        }
+
+        // Everything else is untouched.
+        int[] patched = program.MapReferences.SelectMany(r => new[] { r.InstructionIndex, r.InstructionIndex + 1 }).ToArray();
+        for (int i = 0; i < relocated.Length / 8; i++)
+        {
+            if (!patched.Contains(i))
+            {
+                Assert.True(relocated.AsSpan(i * 8, 8).SequenceEqual(program.Instructions.AsSpan(i * 8, 8)), $"instruction {i} changed");
+            }
+        }
+    }
+
+    [Fact]
+    public void TheReaderRefusesWhatIsNotABpfObject()
+    {
+        Assert.Throws<FormatException>(() => BpfElfObject.Parse(new byte[100]));
+        byte[] truncated = File.ReadAllBytes(Path.Combine(BpfDirectory, "least_connections.bpf.o"))[..200];
+        Assert.Throws<FormatException>(() => BpfElfObject.Parse(truncated));
+    }
+
+    [Fact]
+    public void BtfLookupFindsStructsAndFunctionsOfTheRunningKernelByKind()
+    {
+        HashSet<(int Kind, string Name)>? found = BtfTypes.Find(
+        [
+            (BtfTypes.KindStruct, "sk_reuseport_md"),
+            (BtfTypes.KindFunc, "tcp_v4_connect"),
+            (BtfTypes.KindFunc, "sk_reuseport_md"),        // right name, wrong kind
+            (BtfTypes.KindStruct, "no_such_struct_anywhere"),
+        ]);
+
+        Assert.NotNull(found);
+        Assert.Equal([(BtfTypes.KindStruct, "sk_reuseport_md"), (BtfTypes.KindFunc, "tcp_v4_connect")], found.OrderBy(f => f.Name, StringComparer.Ordinal));
+        Assert.Null(BtfTypes.Find([(BtfTypes.KindStruct, "x")], "/nonexistent/btf"));
+    }
+
+    private static bool OnPath(string tool)
+        => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(dir => dir.Length > 0 && File.Exists(Path.Combine(dir, tool)));
+}
