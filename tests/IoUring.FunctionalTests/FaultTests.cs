@@ -151,6 +151,12 @@ public class FaultTests
             int result = ring.Ring.Submit();
             Overflowed.SetResult(result >= 0 && ring.Ring.CqOverflowPending);
         }
+
+        public void Reject(int operation, Exception error)
+        {
+            Held.TrySetException(error);
+            Overflowed.TrySetException(error);
+        }
     }
 
     /// <summary>

@@ -53,31 +53,6 @@ public partial class SeccompFallbackTests
         Assert.Contains("seccomp", result["Message"], StringComparison.Ordinal);
     }
 
-    /// <summary>The kernel features are logged once, at Debug, when the transport starts.</summary>
-    [Fact]
-    public async Task KernelFeaturesAreLoggedOnceAtDebugAtStart()
-    {
-        var logs = new CapturingLoggerProvider();
-        using IHost host = new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
-            .ConfigureWebHost(web => web
-                .UseKestrel(k =>
-                {
-                    k.Listen(IPAddress.Loopback, 0);
-                    k.Listen(IPAddress.Loopback, 0);
-                })
-                .UseIoUringTransport(o => o.FallbackToSockets = false)
-                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        await host.StopAsync(TestContext.Current.CancellationToken);
-        var features = Assert.Single(logs.Entries, e => e.Category == "IoUring.Transport" && e.EventId.Name == "RingFeatures");
-        Assert.Equal(LogLevel.Debug, features.Level);
-        Assert.Contains("kernel features 0x", features.Message, StringComparison.Ordinal);
-        Assert.Contains("recv bundles", features.Message, StringComparison.Ordinal);
-        Assert.Contains("SEND_ZC", features.Message, StringComparison.Ordinal);
-    }
-
     /// <summary>The child: runs only when the parent asks for it (explicit, and told by its environment what to do).</summary>
     [Fact(Explicit = true)]
     public async Task SeccompChild()
