@@ -24,6 +24,7 @@ using Microsoft.Extensions.Logging;
 //   --port N                      HTTP/1.1 (default 5100)
 //   --h2port N                    HTTP/2 only, cleartext with prior knowledge (default 5101)
 //   --echoport N                  connection-level echo, no HTTP (default 5102)
+// GET /stats on the HTTP/1.1 port prints the transport's metrics (?gc: after a full GC), for perf/soak.sh.
 // Other io_uring options bind as usual, e.g. --IoUring:RingCount 2 or IoUring__RingCount=2.
 var builder = WebApplication.CreateSlimBuilder(args);
 builder.Logging.ClearProviders();
@@ -65,7 +66,8 @@ builder.WebHost.ConfigureKestrel(kestrel =>
 });
 
 var app = builder.Build();
-app.Run(HandleAsync);
+using var stats = new TransportStats();
+app.Run(context => context.Request.Path.Value == "/stats" ? StatsAsync(context, stats) : HandleAsync(context));
 await app.StartAsync();
 
 // One line on stdout that perf/run.sh checks: which transport really serves.
@@ -106,6 +108,15 @@ static Task HandleAsync(HttpContext context)
             response.StatusCode = StatusCodes.Status404NotFound;
             return Task.CompletedTask;
     }
+}
+
+// The /stats request's own receive buffer goes back to its ring just after Kestrel parsed the
+// request (the return is queued to the ring thread): wait a moment so the reading counts
+// nothing of this request but its open connection.
+static async Task StatsAsync(HttpContext context, TransportStats stats)
+{
+    await Task.Delay(100);
+    await context.Response.WriteAsync(stats.Snapshot(collect: context.Request.Query.ContainsKey("gc")));
 }
 
 // Writes back every byte the connection receives, until the peer closes its side.

@@ -9,8 +9,8 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
 {
     public ConcurrentQueue<(string Category, LogLevel Level, EventId EventId, string Message)> Entries { get; } = new();
 
-    /// <summary>Called for every entry as it is logged (on the logging thread).</summary>
-    public Action<(string Category, LogLevel Level, EventId EventId, string Message)>? OnEntry { get; set; }
+    /// <summary>Raised after each entry is kept, on the logging thread, so tests can wait for an event instead of polling.</summary>
+    public event Action<(string Category, LogLevel Level, EventId EventId, string Message)>? Logged;
 
     public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
 
@@ -27,9 +27,10 @@ public sealed class CapturingLoggerProvider : ILoggerProvider
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
+            // The exception's text too, so tests can look for what it says.
             var entry = (category, logLevel, eventId, formatter(state, exception) + (exception is null ? "" : " " + exception));
             provider.Entries.Enqueue(entry);
-            provider.OnEntry?.Invoke(entry);
+            provider.Logged?.Invoke(entry);
         }
     }
 }

@@ -482,7 +482,7 @@ public class IoUringTransportTests
         var logs = new CapturingLoggerProvider();
         string path = Path.Combine(Path.GetTempPath(), $"iouring-{Guid.NewGuid():N}.sock");
         var acceptFailed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        logs.OnEntry = entry =>
+        logs.Logged += entry =>
         {
             if (entry.Message.Contains("no more connections are accepted", StringComparison.Ordinal))
             {

@@ -1,0 +1,68 @@
+using System;
+using System.Collections.Concurrent;
+using System.Collections.Generic;
+using System.Diagnostics.Metrics;
+using System.Globalization;
+using System.Linq;
+using System.Text;
+
+namespace BenchmarkApp;
+
+/// <summary>
+/// The transport's metrics (meter IoUring.Transport, summed over rings) and the managed heap, as
+/// plain text lines "name value" for perf/soak.sh. Served at /stats on the HTTP/1.1 port; never hit
+/// by the benchmarks.
+/// </summary>
+internal sealed class TransportStats : IDisposable
+{
+    private readonly MeterListener _listener = new();
+    private readonly ConcurrentDictionary<(string Name, object? Ring), long> _values = new();
+
+    public TransportStats()
+    {
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == "IoUring.Transport")
+            {
+                listener.EnableMeasurementEvents(instrument);
+            }
+        };
+        _listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            object? ring = null;
+            foreach (KeyValuePair<string, object?> tag in tags)
+            {
+                if (tag.Key == "ring")
+                {
+                    ring = tag.Value;
+                }
+            }
+
+            _values[(instrument.Name, ring)] = value;
+        });
+        _listener.Start();
+    }
+
+    /// <summary>The current values; with <paramref name="collect"/>, after a full blocking GC so the heap size means something.</summary>
+    public string Snapshot(bool collect)
+    {
+        if (collect)
+        {
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+            GC.WaitForPendingFinalizers();
+        }
+
+        _listener.RecordObservableInstruments();
+        var text = new StringBuilder();
+        foreach (IGrouping<string, KeyValuePair<(string Name, object? Ring), long>> metric in _values.GroupBy(kv => kv.Key.Name).OrderBy(g => g.Key, StringComparer.Ordinal))
+        {
+            text.Append(CultureInfo.InvariantCulture, $"{metric.Key} {metric.Sum(kv => kv.Value)}\n");
+        }
+
+        text.Append(CultureInfo.InvariantCulture, $"gc.heap_bytes {GC.GetTotalMemory(forceFullCollection: false)}\n");
+        text.Append(CultureInfo.InvariantCulture, $"gc.committed_bytes {GC.GetGCMemoryInfo().TotalCommittedBytes}\n");
+        return text.ToString();
+    }
+
+    public void Dispose() => _listener.Dispose();
+}

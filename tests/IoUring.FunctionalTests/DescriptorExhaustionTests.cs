@@ -1,0 +1,158 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Sockets;
+using System.Threading.Tasks;
+using Microsoft.Extensions.Logging;
+using Microsoft.Win32.SafeHandles;
+using Xunit;
+
+namespace IoUring.FunctionalTests;
+
+/// <summary>
+/// The process runs out of descriptors while clients keep connecting: accept fails with EMFILE,
+/// the listener backs off (no CPU spin) and accepts the waiting connections once descriptors free up.
+/// </summary>
+/// <remarks>Alone in its collection: while it holds every descriptor, nothing else in the process can open one.</remarks>
+[Collection(nameof(DescriptorExhaustionTests))]
+public class DescriptorExhaustionTests
+{
+    [Fact]
+    public async Task AcceptBacksOffWithoutSpinningAndResumesWhenDescriptorsFree()
+    {
+        Assert.Equal(0, NativeMethods.GetRLimit(NativeMethods.RlimitNofile, out NativeMethods.RLimit original));
+        int highest = Directory.GetFiles("/proc/self/fd").Select(f => int.Parse(Path.GetFileName(f), System.Globalization.CultureInfo.InvariantCulture)).Max();
+        // io_uring's accept reads RLIMIT_NOFILE when the accept is armed, so lower it before the
+        // server starts; 300 descriptors of headroom cover the server's rings and sockets.
+        var lowered = new NativeMethods.RLimit { Current = (ulong)highest + 300, Maximum = original.Maximum };
+        Assert.Equal(0, NativeMethods.SetRLimit(NativeMethods.RlimitNofile, in lowered));
+        var fillers = new List<int>();
+        try
+        {
+            var logs = new CapturingLoggerProvider();
+            var longBackoff = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            var firstBackoff = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            logs.Logged += entry =>
+            {
+                if (entry.EventId.Name == "AcceptBackoff")
+                {
+                    firstBackoff.TrySetResult();
+                    if (entry.Message.Contains("retrying in 512 ms", StringComparison.Ordinal))
+                    {
+                        longBackoff.TrySetResult();
+                    }
+                }
+            };
+            await using FaultTests.Server server = await FaultTests.Server.StartAsync(o => o.RingCount = 1, ConnectionMiddlewareTests.Echo, logs: logs);
+            Assert.True(await FaultTests.EchoExchangeAsync(server.Port, 1000, 1), "the server does not serve before the fault");
+
+            // Everything that needs a descriptor first: the clients' sockets, and the runtime's timer
+            // thread (starting a thread opens /proc files), which the waits below use.
+            await Task.Delay(1, TestContext.Current.CancellationToken);
+            var clients = Enumerable.Range(0, 4).Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)).ToArray();
+            List<int> threads = ThreadsButJit();
+            using SafeFileHandle devNull = File.OpenHandle("/dev/null");
+            int template = (int)devNull.DangerousGetHandle();
+            while (true)
+            {
+                int fd = NativeMethods.Dup(template);
+                if (fd < 0)
+                {
+                    Assert.Equal(24, System.Runtime.InteropServices.Marshal.GetLastPInvokeError()); // EMFILE
+                    break;
+                }
+
+                fillers.Add(fd);
+            }
+
+            TimeSpan cpuBefore = CpuTime(threads);
+            var wall = Stopwatch.StartNew();
+            var exchanges = new Task<bool>[clients.Length];
+            for (int i = 0; i < clients.Length; i++)
+            {
+                exchanges[i] = ExchangeAsync(clients[i], server.Port, 50_000 + i);
+            }
+
+            // Backoff doubles from 1 ms: the 512 ms retry comes after nine failed ones, about half a
+            // second of exhaustion. A listener retrying at once would burn a core for all of it.
+            await firstBackoff.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await longBackoff.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            TimeSpan cpu = CpuTime(threads) - cpuBefore;
+            TimeSpan elapsed = wall.Elapsed;
+            Assert.False(exchanges.Any(e => e.IsCompleted), "a connection was served while no descriptor was free");
+
+            foreach (int fd in fillers)
+            {
+                NativeMethods.Close(fd);
+            }
+
+            fillers.Clear();
+            TestContext.Current.SendDiagnosticMessage($"without descriptors: {cpu.TotalMilliseconds:F0} ms CPU in {elapsed.TotalMilliseconds:F0} ms");
+            Assert.True(cpu < elapsed / 2, $"the process used {cpu.TotalMilliseconds:F0} ms of CPU in {elapsed.TotalMilliseconds:F0} ms without descriptors: accept spins");
+            Assert.All(await Task.WhenAll(exchanges).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken), Assert.True);
+            Assert.True(await FaultTests.EchoExchangeAsync(server.Port, 1000, 2), "the server does not serve after the fault");
+            Assert.All(logs.Entries.Where(e => e.EventId.Name == "AcceptBackoff"), e =>
+            {
+                Assert.Equal(LogLevel.Warning, e.Level);
+                Assert.Contains("errno 24", e.Message, StringComparison.Ordinal); // EMFILE, nothing else
+            });
+        }
+        finally
+        {
+            foreach (int fd in fillers)
+            {
+                NativeMethods.Close(fd);
+            }
+
+            NativeMethods.SetRLimit(NativeMethods.RlimitNofile, in original);
+        }
+
+        // The CPU time of every thread but the runtime's tiered JIT compiler, which recompiles the
+        // previous tests' hot methods in the background and has nothing to do with accepting. Read
+        // through per-thread CPU clocks: a system call, no descriptor needed.
+        static TimeSpan CpuTime(List<int> threads) => TimeSpan.FromTicks(threads.Sum(t => NativeMethods.ThreadCpuTime(t).Ticks));
+
+        static List<int> ThreadsButJit()
+        {
+            var threads = new List<int>();
+            foreach (string task in Directory.GetDirectories("/proc/self/task"))
+            {
+                try
+                {
+                    if (!File.ReadAllText(task + "/comm").StartsWith(".NET Tiered", StringComparison.Ordinal))
+                    {
+                        threads.Add(int.Parse(Path.GetFileName(task), System.Globalization.CultureInfo.InvariantCulture));
+                    }
+                }
+                catch (IOException)
+                {
+                    // the thread ended while we looked
+                }
+            }
+
+            return threads;
+        }
+
+        static async Task<bool> ExchangeAsync(Socket socket, int port, int size)
+        {
+            using (socket)
+            {
+                await socket.ConnectAsync(IPAddress.Loopback, port);
+                var payload = new byte[size];
+                new Random(size).NextBytes(payload);
+                Task<byte[]> echo = ConnectionMiddlewareTests.ReadAllAsync(socket);
+                await socket.SendAsync(payload, SocketFlags.None);
+                socket.Shutdown(SocketShutdown.Send);
+                return (await echo).AsSpan().SequenceEqual(payload);
+            }
+        }
+    }
+}
+
+[CollectionDefinition(nameof(DescriptorExhaustionTests), DisableParallelization = true)]
+public sealed class DescriptorExhaustionTestsCollection
+{
+}

@@ -1,0 +1,195 @@
+using System;
+using System.Collections.Generic;
+using System.Diagnostics;
+using System.IO;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Runtime.InteropServices;
+using System.Threading.Tasks;
+using IoUring.Transport;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace IoUring.FunctionalTests;
+
+/// <summary>
+/// io_uring blocked for real, the way a container runtime's seccomp profile blocks it: a child
+/// process (this test executable, running one explicit test) installs a seccomp filter that fails
+/// io_uring_setup with EPERM, then starts a host. With FallbackToSockets it serves on Sockets and
+/// warns once naming the reason; without, it fails at start with that reason.
+/// </summary>
+public partial class SeccompFallbackTests
+{
+    private const string ModeVariable = "IOURING_SECCOMP_CHILD_MODE";
+    private const string OutputVariable = "IOURING_SECCOMP_CHILD_OUTPUT";
+
+    [Fact]
+    public async Task BlockedBySeccompFallsBackToSocketsWithOneWarningNamingTheReason()
+    {
+        Dictionary<string, string> result = await RunChildAsync("fallback");
+        Assert.Equal("False", result["IsUsingIoUring"]);
+        Assert.Equal("ok", result["Response"]);
+        Assert.NotEqual("IoUringConnection", result["ConnectionType"]);
+        Assert.Equal("1", result["Warnings"]);
+        Assert.Contains("seccomp", result["Warning"], StringComparison.Ordinal);
+        Assert.Contains("io_uring_setup was refused (EPERM)", result["Warning"], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task BlockedBySeccompWithoutFallbackFailsAtStartWithTheReason()
+    {
+        Dictionary<string, string> result = await RunChildAsync("strict");
+        Assert.Equal(nameof(IoUringUnavailableException), result["Exception"]);
+        Assert.Equal(nameof(IoUringUnavailableReason.BlockedBySecurityPolicy), result["Reason"]);
+        Assert.Contains("seccomp", result["Message"], StringComparison.Ordinal);
+    }
+
+    /// <summary>The child: runs only when the parent asks for it (explicit, and told by its environment what to do).</summary>
+    [Fact(Explicit = true)]
+    public async Task SeccompChild()
+    {
+        string mode = Environment.GetEnvironmentVariable(ModeVariable) ?? throw new InvalidOperationException($"{ModeVariable} is not set: this test runs only as the child of another");
+        string output = Environment.GetEnvironmentVariable(OutputVariable)!;
+        var lines = new List<string>();
+        BlockIoUringSetup();
+
+        var logs = new CapturingLoggerProvider();
+        string? connectionType = null;
+        using IHost host = new HostBuilder()
+            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k =>
+                {
+                    k.Listen(IPAddress.Loopback, 0, listen => listen.Use(next => connection =>
+                    {
+                        connectionType = connection.GetType().Name;
+                        return next(connection);
+                    }));
+                    k.Listen(IPAddress.Loopback, 0); // two endpoints: still one warning
+                })
+                .UseIoUringTransport(o => o.FallbackToSockets = mode == "fallback")
+                .Configure(app => app.Run(context => context.Response.WriteAsync("ok"))))
+            .Build();
+        try
+        {
+            await host.StartAsync(TestContext.Current.CancellationToken);
+            IoUringTransportFactory factory = host.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
+            int port = new Uri(host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+            using var client = new HttpClient();
+            lines.Add("Response=" + await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
+            lines.Add("IsUsingIoUring=" + factory.IsUsingIoUring);
+            lines.Add("ConnectionType=" + connectionType);
+            var warnings = logs.Entries.Where(e => e.Level >= LogLevel.Warning).ToList();
+            lines.Add("Warnings=" + warnings.Count);
+            lines.AddRange(warnings.Select(w => "Warning=" + w.Message.ReplaceLineEndings(" ")));
+            await host.StopAsync(TestContext.Current.CancellationToken);
+        }
+        catch (IoUringUnavailableException ex)
+        {
+            lines.Add("Exception=" + ex.GetType().Name);
+            lines.Add("Reason=" + ex.Reason);
+            lines.Add("Message=" + ex.Message.ReplaceLineEndings(" "));
+        }
+
+        await File.WriteAllLinesAsync(output, lines, TestContext.Current.CancellationToken);
+    }
+
+    private static async Task<Dictionary<string, string>> RunChildAsync(string mode)
+    {
+        string output = Path.Combine(Path.GetTempPath(), $"iouring-seccomp-{Guid.NewGuid():N}.txt");
+        try
+        {
+            // This test executable itself (xunit v3 builds an apphost), told to run the child test only.
+            var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "IoUring.FunctionalTests"))
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            foreach (string arg in new[] { "-noColor", "-explicit", "only", "-method", $"{typeof(SeccompFallbackTests).FullName}.{nameof(SeccompChild)}" })
+            {
+                start.ArgumentList.Add(arg);
+            }
+
+            start.Environment[ModeVariable] = mode;
+            start.Environment[OutputVariable] = output;
+            using Process child = Process.Start(start)!;
+            Task<string> stdout = child.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
+            Task<string> stderr = child.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+            await child.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(120), TestContext.Current.CancellationToken);
+            string log = await stdout + await stderr;
+            Assert.True(child.ExitCode == 0 && File.Exists(output), $"the child failed (exit {child.ExitCode}):\n{log}");
+            return File.ReadAllLines(output)
+                .Select(line => line.Split('=', 2))
+                .GroupBy(kv => kv[0])
+                .ToDictionary(g => g.Key, g => g.First()[1]);
+        }
+        finally
+        {
+            File.Delete(output);
+        }
+    }
+
+    /// <summary>
+    /// Installs a seccomp filter on every thread of this process (SECCOMP_FILTER_FLAG_TSYNC) that
+    /// fails io_uring_setup with EPERM, as Docker's default profile does, and allows everything
+    /// else. seccomp(2); the classic BPF program reads struct seccomp_data (nr at offset 0, arch at 4).
+    /// </summary>
+    private static unsafe void BlockIoUringSetup()
+    {
+        const uint IoUringSetup = 425; // the same number on x86_64 and arm64 (the unified syscall table)
+        (uint arch, long seccompSyscall) = RuntimeInformation.ProcessArchitecture switch
+        {
+            Architecture.X64 => (0xC000003Eu, 317L),   // AUDIT_ARCH_X86_64, __NR_seccomp
+            Architecture.Arm64 => (0xC00000B7u, 277L), // AUDIT_ARCH_AARCH64, __NR_seccomp
+            var other => throw new PlatformNotSupportedException($"no seccomp test filter for {other}"),
+        };
+        const ushort LdAbsW = 0x20, JeqK = 0x15, RetK = 0x06;
+        const uint RetErrnoEperm = 0x0005_0000 | 1, RetAllow = 0x7FFF_0000;
+        SockFilter* program = stackalloc SockFilter[]
+        {
+            new(LdAbsW, 0, 0, 4),              // A = arch
+            new(JeqK, 0, 3, arch),             // other architectures: allow (3 ahead)
+            new(LdAbsW, 0, 0, 0),              // A = syscall number
+            new(JeqK, 0, 1, IoUringSetup),     // io_uring_setup: next; else allow
+            new(RetK, 0, 0, RetErrnoEperm),
+            new(RetK, 0, 0, RetAllow),
+        };
+        var fprog = new SockFprog { Length = 6, Filter = program };
+        Assert.Equal(0, Prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0));
+        long result = Syscall(seccompSyscall, 1 /* SECCOMP_SET_MODE_FILTER */, 1 /* SECCOMP_FILTER_FLAG_TSYNC */, &fprog);
+        Assert.True(result == 0, $"seccomp failed: {result}, errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [LibraryImport("libc", EntryPoint = "prctl", SetLastError = true)]
+    private static partial int Prctl(int option, ulong arg2, ulong arg3, ulong arg4, ulong arg5);
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
+    private static unsafe partial long Syscall(long number, long operation, long flags, void* args);
+
+    /// <summary>struct sock_filter.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private readonly struct SockFilter(ushort code, byte jumpTrue, byte jumpFalse, uint k)
+    {
+        public readonly ushort Code = code;
+        public readonly byte JumpTrue = jumpTrue;
+        public readonly byte JumpFalse = jumpFalse;
+        public readonly uint K = k;
+    }
+
+    /// <summary>struct sock_fprog.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private unsafe struct SockFprog
+    {
+        public ushort Length;
+        public SockFilter* Filter;
+    }
+}
