@@ -39,13 +39,16 @@ internal sealed unsafe partial class IoUringConnection
         }
     }
 
-    /// <summary>Called after a batch in which this connection's receive ended with ENOBUFS.</summary>
-    public void RearmReceiveAfterBufferShortage()
+    /// <summary>The ring has buffers again after this connection's receive ended with ENOBUFS; returns whether it re-armed.</summary>
+    public bool RearmReceiveAfterBufferShortage()
     {
         if (!_recvArmed && CanReceive && !_closed)
         {
             ArmReceive();
+            return true;
         }
+
+        return false; // closed, done, paused or shutting down meanwhile: nothing to wait for
     }
 
     private void OnReceive(in Cqe cqe)

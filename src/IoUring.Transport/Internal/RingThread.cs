@@ -29,7 +29,7 @@ internal sealed unsafe class RingThread
     private readonly List<IRingCompletionHandler?> _slots = [];
     private readonly List<uint> _generations = [];
     private readonly Stack<int> _freeSlots = new();
-    private readonly List<IoUringConnection> _waitingForBuffers = [];
+    private readonly Queue<IoUringConnection> _waitingForBuffers = new(); // in the order their receives ran dry
     private readonly ConcurrentQueue<int> _returnedBuffers = new(); // provided buffers the application is done with
 
     private Ring? _ring;
@@ -239,7 +239,7 @@ internal sealed unsafe class RingThread
     public void WaitForBuffers(IoUringConnection connection)
     {
         BufferShortages++;
-        _waitingForBuffers.Add(connection);
+        _waitingForBuffers.Enqueue(connection);
     }
 
     /// <summary>The next SQE, submitting first if the queue is full (ring thread).</summary>
@@ -366,14 +366,18 @@ internal sealed unsafe class RingThread
 
             if (_waitingForBuffers.Count > 0 && _buffersOut < _buffers!.Count)
             {
-                // The ring has buffers again: re-arm. While it has none, waiting connections stay
-                // parked until a return, so a dry ring never turns into a loop without progress.
-                foreach (IoUringConnection connection in _waitingForBuffers)
+                // The ring has buffers again: re-arm, first come first served, as many connections
+                // as there are free buffers (each will take at least one; more would only end in
+                // ENOBUFS again). While it has none, waiting connections stay parked until a
+                // return, so a dry ring never turns into a loop without progress.
+                int free = _buffers.Count - _buffersOut;
+                while (free > 0 && _waitingForBuffers.TryDequeue(out IoUringConnection? connection))
                 {
-                    connection.RearmReceiveAfterBufferShortage();
+                    if (connection.RearmReceiveAfterBufferShortage())
+                    {
+                        free--;
+                    }
                 }
-
-                _waitingForBuffers.Clear();
             }
 
             if (_stopping && _liveSlots == 0 && _buffersOut == 0)
