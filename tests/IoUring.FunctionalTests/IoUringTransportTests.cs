@@ -509,6 +509,52 @@ public class IoUringTransportTests
         Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
     }
 
+    [Fact]
+    public async Task FinAndResetAreLoggedWithTheirReasonAtDebug()
+    {
+        var logs = new CapturingLoggerProvider();
+        var ends = new System.Collections.Concurrent.ConcurrentDictionary<string, TaskCompletionSource>();
+        logs.Logged += entry =>
+        {
+            if (entry.EventId.Name is "ConnectionWriteFin" or "ConnectionWriteRst")
+            {
+                ends.GetOrAdd(entry.EventId.Name, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+            }
+        };
+        using IHost host = new HostBuilder()
+            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    ReadResult result = await connection.Transport.Input.ReadAsync();
+                    bool abort = result.Buffer.FirstSpan[0] == (byte)'a';
+                    connection.Transport.Input.AdvanceTo(result.Buffer.End);
+                    if (abort)
+                    {
+                        connection.Abort(new ConnectionAbortedException("test abort"));
+                    }
+                })))
+                .UseIoUringTransport(o => o.FallbackToSockets = false)
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        foreach ((string first, string eventName) in new[] { ("a", "ConnectionWriteRst"), ("f", "ConnectionWriteFin") })
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+            await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(first), SocketFlags.None, TestContext.Current.CancellationToken);
+            await ends.GetOrAdd(eventName, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        }
+
+        var rst = Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteRst");
+        Assert.Equal(LogLevel.Debug, rst.Level);
+        Assert.Contains("test abort", rst.Message, StringComparison.Ordinal);
+        Assert.Equal(LogLevel.Debug, Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteFin").Level);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
     /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
     private sealed class ThrowingWork : IRingWork
     {

@@ -450,6 +450,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _shutdownRequested = true;
         if (_abortive)
         {
+            IoUringTransportLog.ConnectionWriteRst(_logger, ConnectionId, _shutdownReason?.Message ?? "");
             // SO_LINGER {on, 0}: the close below sends RST and drops unsent data. It cannot fail
             // on a socket we still hold; if the peer reset first there is nothing to reset anyway.
             try
@@ -466,6 +467,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
         else
         {
+            IoUringTransportLog.ConnectionWriteFin(_logger, ConnectionId, _shutdownReason?.Message ?? "");
             // FIN after everything queued; also ends the pending receive with end of stream.
             _ = LinuxSocket.TryShutdown(_fd, SocketShutdown.Both);
             CancelReceive();

@@ -65,4 +65,10 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(19, LogLevel.Warning, "IncomingCpu dispatch could not pin the rings to CPUs; connections still go to the ring of the CPU that took their SYN, but that ring may run on another CPU: {Reason}", EventName = "RingPinningFailed")]
     public static partial void RingPinningFailed(ILogger logger, string reason);
+
+    [LoggerMessage(20, LogLevel.Debug, "Connection id \"{ConnectionId}\" sending FIN because: \"{Reason}\"", EventName = "ConnectionWriteFin")]
+    public static partial void ConnectionWriteFin(ILogger logger, string connectionId, string reason);
+
+    [LoggerMessage(21, LogLevel.Debug, "Connection id \"{ConnectionId}\" sending RST because: \"{Reason}\"", EventName = "ConnectionWriteRst")]
+    public static partial void ConnectionWriteRst(ILogger logger, string connectionId, string reason);
 }
