@@ -6,11 +6,13 @@ using System.Linq;
 using System.Net;
 using System.Net.Http;
 using System.Net.Sockets;
+using System.Runtime.CompilerServices;
 using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
+using IoUring.Sockets;
 using IoUring.Transport.Internal;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -552,6 +554,110 @@ public class IoUringTransportTests
         Assert.Equal(LogLevel.Debug, rst.Level);
         Assert.Contains("test abort", rst.Message, StringComparison.Ordinal);
         Assert.Equal(LogLevel.Debug, Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteFin").Level);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    [Fact]
+    public async Task BacklogIsTheListenQueueOfEveryRingsSocket()
+    {
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.RingCount = 2;
+                    o.Backlog = 123;
+                })
+                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+
+        // The kernel reports a listening socket's accept queue limit as tcpi_sacked in TCP_INFO
+        // (tcp_get_info in net/ipv4/tcp.c); offset 28 of struct tcp_info.
+        var backlogs = new List<int>();
+        foreach (string path in Directory.GetFiles("/proc/self/fd"))
+        {
+            if (!int.TryParse(Path.GetFileName(path), out int fd) || new FileInfo(path).LinkTarget?.StartsWith("socket:", StringComparison.Ordinal) != true)
+            {
+                continue;
+            }
+
+            try
+            {
+                if (LinuxSocket.IsListening(fd) && LinuxSocket.GetLocalEndPoint(fd) is IPEndPoint local && local.Port == port)
+                {
+                    backlogs.Add(ReadListenQueueLimit(fd));
+                }
+            }
+            catch (SocketException)
+            {
+                // closed while we looked, or not a socket these calls understand
+            }
+        }
+
+        Assert.Equal([123, 123], backlogs);
+        await host.StopAsync(TestContext.Current.CancellationToken);
+    }
+
+    private static unsafe int ReadListenQueueLimit(int fd)
+    {
+        byte* info = stackalloc byte[104];
+        int length = 104;
+        Assert.Equal(0, IoUring.Sockets.SocketInterop.GetSockOpt(fd, 6 /* IPPROTO_TCP */, 11 /* TCP_INFO */, info, &length));
+        return *(int*)(info + 28);
+    }
+
+    [Fact]
+    public async Task InlineSchedulingRunsTheApplicationOnTheRingThread()
+    {
+        var threadName = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var reading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using IHost host = new HostBuilder()
+            .ConfigureWebHost(web => web
+                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+                {
+                    // The handler starts on the thread pool; a read that completes later resumes on
+                    // the thread that completed it: the ring's, when scheduling is inline. The
+                    // continuation is registered before the client may send, so it cannot find the
+                    // read already complete and run here instead.
+#pragma warning disable CA2012 // consumed once, through its awaiter, to register the continuation explicitly
+                    ValueTaskAwaiter<ReadResult> read = connection.Transport.Input.ReadAsync().GetAwaiter();
+#pragma warning restore CA2012
+                    if (read.IsCompleted)
+                    {
+                        threadName.TrySetResult("(completed before any data was sent)");
+                        return;
+                    }
+
+                    read.OnCompleted(() =>
+                    {
+                        read.GetResult();
+                        threadName.TrySetResult(Thread.CurrentThread.Name);
+                    });
+                    reading.TrySetResult();
+                    await threadName.Task;
+                })))
+                .UseIoUringTransport(o =>
+                {
+                    o.FallbackToSockets = false;
+                    o.UnsafePreferInlineScheduling = true;
+                })
+                .Configure(_ => { }))
+            .Build();
+        await host.StartAsync(TestContext.Current.CancellationToken);
+        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        {
+            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+            await reading.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            Assert.StartsWith("io_uring ring", await threadName.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken), StringComparison.Ordinal);
+        }
+
         await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
