@@ -44,31 +44,10 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
     /// <summary>Hands up to <see cref="MaxIovecs"/> segments to the ring as one sendmsg; completes when all are sent.</summary>
     private ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
     {
-        int count = 0;
-        long total = 0;
-        foreach (ReadOnlyMemory<byte> segment in buffer)
-        {
-            if (segment.IsEmpty)
-            {
-                continue;
-            }
-
-            if (count == MaxIovecs || total + segment.Length > int.MaxValue)
-            {
-                break;
-            }
-
-            // Pool blocks live on the pinned heap, so Pin is free; other memory gets a real pin.
-            MemoryHandle handle = segment.Pin();
-            _sendHandles[count] = handle;
-            _iovecs[count] = new IoVec { Base = handle.Pointer, Length = (nuint)segment.Length };
-            total += segment.Length;
-            count++;
-        }
-
+        int count = SendGather.Fill(in buffer, _iovecs, _sendHandles, out int total);
         _iovCount = count;
         _iovIndex = 0;
-        _sendTotal = (int)total;
+        _sendTotal = total;
         _sendDone = 0;
         _sendCore.Reset();
         _ring.Post(this, OpSend);
