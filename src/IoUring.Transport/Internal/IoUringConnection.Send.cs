@@ -28,7 +28,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void InitializeSend()
     {
-        _sendCore.RunContinuationsAsynchronously = true; // never run the send loop on the ring thread
+        _sendCore.RunContinuationsAsynchronously = true; // set per completion: see CompleteSend
         _sendHandles = new MemoryHandle[MaxIovecs];
         _iovecs = (IoVec*)NativeMemory.AllocZeroed((nuint)(MaxIovecs * sizeof(IoVec) + sizeof(MsgHdr)));
         _msg = (MsgHdr*)(_iovecs + MaxIovecs);
@@ -140,9 +140,20 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
     {
         if (result >= 0)
         {
+            // A successful send continues the send loop right here on the ring thread: it advances
+            // the output pipe and, when the application has written more, gathers it and posts the
+            // next send; otherwise it parks on the pipe, whose reader scheduler is the thread pool.
+            // That code never blocks, and it saves a thread-pool hop per response (measured: 2.35
+            // work items and 2.8 context switches per request at 16 connections before, against
+            // 1.06 and 1.0 for Sockets; perf/README.md). Kestrel's Sockets transport, likewise,
+            // continues its send loop where the send completed on Linux (an inline awaiter scheduler).
+            // Failures still go through the thread pool: they run shutdown and logging code.
+            _sendCore.RunContinuationsAsynchronously = false;
             _sendCore.SetResult(result);
             return;
         }
+
+        _sendCore.RunContinuationsAsynchronously = true;
 
         int errno = -result;
         Exception error = errno switch
@@ -160,6 +171,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         if (_sendsInFlight > 0)
         {
             _sendsInFlight = 0;
+            _sendCore.RunContinuationsAsynchronously = true;
             _sendCore.SetException(error);
         }
     }
