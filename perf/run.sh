@@ -17,7 +17,11 @@
 #   SCENARIOS         space-separated; default "plaintext-16 plaintext-128 plaintext-512
 #                     pipeline16-128 h2-16x10". Forms: <endpoint>-<connections> with endpoint
 #                     plaintext|json|64k (HTTP/1.1), pipeline<depth>-<connections> (HTTP/1.1
-#                     plaintext, wrk), h2-<connections>x<streams> (HTTP/2 plaintext, h2load)
+#                     plaintext, wrk), h2-<connections>x<streams> (HTTP/2 plaintext, h2load).
+#                     Named sets: "sweep" = plaintext at 1, 16, 128, 512 and 4096 connections (the
+#                     chart's x axis); "all" = sweep plus pipeline16-128 and h2-16x10. Above 1000
+#                     connections the open-file limit is raised for server and load generator
+#                     (about two descriptors per connection), up to the hard limit
 #   TRANSPORTS ["iouring sockets"]
 #   DISPATCH []       io_uring connection dispatch modes to compare, e.g. "Kernel LeastConnections
 #                     IncomingCpu": "iouring" in TRANSPORTS then runs once per mode, reported as
@@ -268,7 +272,23 @@ if [ -n "$DISPATCH" ]; then
   done
   transports=("${expanded[@]}")
 fi
-read -r -a scenarios <<< "$SCENARIOS"
+sweep=(plaintext-1 plaintext-16 plaintext-128 plaintext-512 plaintext-4096)
+scenarios=()
+for scenario in $SCENARIOS; do
+  case $scenario in
+    sweep) scenarios+=("${sweep[@]}") ;;
+    all) scenarios+=("${sweep[@]}" pipeline16-128 h2-16x10) ;;
+    *) scenarios+=("$scenario") ;;
+  esac
+done
+# Server and load generator each hold one descriptor per connection, plus the runtime's own.
+max_conns=$(printf '%s\n' "${scenarios[@]}" | grep -Eo '[0-9]+(x[0-9]+)?$' | sed 's/x.*//' | sort -n | tail -1)
+need_fds=$(( ${max_conns:-0} * 2 + 1024 ))
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
+  ulimit -n "$need_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge "$need_fds" ] \
+    || die "$max_conns connections need $need_fds open files; the hard limit is $(ulimit -Hn)"
+fi
 total=$(( ROUNDS * ${#scenarios[@]} * ${#transports[@]} ))
 n=0
 log "$total runs of ${WARMUP}s warm-up + ${DURATION}s measured; results in ${OUT#"$ROOT"/}"

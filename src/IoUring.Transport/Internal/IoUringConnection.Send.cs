@@ -26,39 +26,17 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void InitializeSend()
     {
-        _sendCore.RunContinuationsAsynchronously = true; // never run the send loop on the ring thread
+        _sendCore.RunContinuationsAsynchronously = true; // set per completion: see CompleteSend
     }
 
     /// <summary>Hands up to <see cref="SendState.MaxIovecs"/> segments to the ring as one sendmsg; completes when all are sent.</summary>
     private ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
     {
         SendState send = _send = SendState.Rent();
-        int count = 0;
-        long total = 0;
-        foreach (ReadOnlyMemory<byte> segment in buffer)
-        {
-            if (segment.IsEmpty)
-            {
-                continue;
-            }
-
-            if (count == SendState.MaxIovecs || total + segment.Length > int.MaxValue)
-            {
-                break;
-            }
-
-            // Pool blocks live on the pinned heap, so Pin is free; other memory gets a real pin.
-            MemoryHandle handle = segment.Pin();
-            send.Handles[count] = handle;
-            send.Segments[count] = segment;
-            send.Iovecs[count] = new IoVec { Base = handle.Pointer, Length = (nuint)segment.Length };
-            total += segment.Length;
-            count++;
-        }
-
+        int count = SendGather.Fill(in buffer, send.Iovecs, send.Handles, send.Segments, out int total);
         _iovCount = count;
         _iovIndex = 0;
-        _sendTotal = (int)total;
+        _sendTotal = total;
         _sendDone = 0;
         _sendCore.Reset();
         _ring.Post(this, OpSend);
@@ -161,9 +139,20 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _sendActive = false;
         if (result >= 0)
         {
+            // A successful send continues the send loop right here on the ring thread: it advances
+            // the output pipe and, when the application has written more, gathers it and posts the
+            // next send; otherwise it parks on the pipe, whose reader scheduler is the thread pool.
+            // That code never blocks, and it saves a thread-pool hop per response (measured: 2.35
+            // work items and 2.8 context switches per request at 16 connections before, against
+            // 1.06 and 1.0 for Sockets; perf/README.md). Kestrel's Sockets transport, likewise,
+            // continues its send loop where the send completed on Linux (an inline awaiter scheduler).
+            // Failures still go through the thread pool: they run shutdown and logging code.
+            _sendCore.RunContinuationsAsynchronously = false;
             _sendCore.SetResult(result);
             return;
         }
+
+        _sendCore.RunContinuationsAsynchronously = true;
 
         int errno = -result;
         Exception error = errno switch
@@ -197,6 +186,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
         _sendActive = false;
         _sendsInFlight = 0;
+        _sendCore.RunContinuationsAsynchronously = true; // the failure path runs shutdown and logging code
         _sendCore.SetException(error);
     }
 

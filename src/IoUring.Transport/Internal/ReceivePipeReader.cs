@@ -41,6 +41,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     private CancellationTokenRegistration _readCancellation;
     private int _heldRingBuffers;        // provided buffers referenced by segments
     private long _appended;              // bytes ever appended: segments' running indexes only grow
+    private List<int>? _spareReturnList; // reused for the ids handed back per advance; null while one is in use
 
     public ReceivePipeReader(IReceiveBufferOwner connection, long resumeThreshold, bool inlineContinuations)
     {
@@ -257,7 +258,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
 
         if (returned is not null)
         {
-            _connection.ReturnReceiveBuffers(returned);
+            ReturnBuffers(returned);
         }
 
         if (resume)
@@ -306,7 +307,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
 
         if (returned is not null)
         {
-            _connection.ReturnReceiveBuffers(returned);
+            ReturnBuffers(returned);
         }
 
         _connection.InputCompletedByApplication();
@@ -399,7 +400,15 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     {
         if (segment.BufferId >= 0)
         {
-            (returned ??= []).Add(segment.BufferId);
+            if (returned is null)
+            {
+                // One list per reader, not one per advance (measured: 72 B per request otherwise;
+                // perf/Microbenchmarks ReceivePipeReaderBenchmarks).
+                returned = _spareReturnList ?? [];
+                _spareReturnList = null;
+            }
+
+            returned.Add(segment.BufferId);
             _heldRingBuffers--;
         }
         else
@@ -409,6 +418,14 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
 
         segment.Reset();
         _spareSegments.Push(segment);
+    }
+
+    /// <summary>Hands the ids to the connection (which copies them out) and keeps the list for the next advance; lock not held.</summary>
+    private void ReturnBuffers(List<int> returned)
+    {
+        _connection.ReturnReceiveBuffers(returned);
+        returned.Clear();
+        Volatile.Write(ref _spareReturnList, returned);
     }
 
     private void ThrowIfReaderCompleted()
