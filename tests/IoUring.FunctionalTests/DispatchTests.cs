@@ -112,6 +112,56 @@ public class DispatchTests
     }
 
     [Fact]
+    public async Task LeastConnectionsKeepsBalancingTheLiveRingsAfterOneRingFails()
+    {
+        const int Rings = 4;
+        await using DispatchServer server = await DispatchServer.StartAsync(ConnectionDispatch.LeastConnections, Rings);
+        var open = new List<(Socket Socket, int Ring)>();
+        try
+        {
+            // Ring 0 dies with no connection: its frozen count (0) would stay the smallest for good.
+            RingThread dead = server.Rings[0];
+            dead.Post(new ThrowingWork(), 0);
+            var deadline = Stopwatch.StartNew();
+            while (dead.IsRunning)
+            {
+                // The ring's thread ends once its listeners are closed; no event reports that.
+                Assert.True(deadline.Elapsed < s_settleTimeout, "the failed ring's thread did not end");
+                await Task.Delay(10, TestContext.Current.CancellationToken);
+            }
+
+            Assert.Equal(RingLoadSlot.Dead, dead.Load!.Read().Active);
+            for (int i = 0; i < 90; i++)
+            {
+                open.Add(server.Connect());
+            }
+
+            int[] perRing = new int[Rings];
+            foreach ((Socket _, int ring) in open)
+            {
+                perRing[ring]++;
+            }
+
+            var load = server.Rings.Skip(1).Select(r => r.Load!.Read()).ToList();
+            TestContext.Current.TestOutputHelper?.WriteLine($"Connections per ring [{string.Join(", ", perRing)}]; live rings' load (active, accepted, dispatched): {string.Join(", ", load)}");
+
+            // The program, not the kernel's hash, placed every connection: each live ring accepted
+            // exactly what the program sent it, and the three share the 90 evenly.
+            Assert.Equal(0, perRing[0]);
+            Assert.All(load, l => Assert.Equal(l.Accepted, l.Dispatched));
+            Assert.Equal(90, load.Sum(l => l.Dispatched));
+            Assert.True(perRing.Skip(1).Max() - perRing.Skip(1).Min() <= 2, $"the live rings hold [{string.Join(", ", perRing.Skip(1))}]");
+        }
+        finally
+        {
+            foreach ((Socket socket, int _) in open)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task IncomingCpuSendsConnectionsToTheRingPinnedToTheClientsCpu()
     {
         List<int> cpus = CpuAffinity.GetCurrentThread();
@@ -450,6 +500,16 @@ public class DispatchTests
         {
             await _host.StopAsync(TestContext.Current.CancellationToken);
             _host.Dispose();
+        }
+    }
+
+    /// <summary>Makes the ring that runs it fail, as a bug in the ring loop would.</summary>
+    private sealed class ThrowingWork : IRingWork
+    {
+        public void Execute(RingThread ring, int operation) => throw new InvalidOperationException("Injected ring failure.");
+
+        public void Reject(int operation, Exception error)
+        {
         }
     }
 }

@@ -23,15 +23,41 @@ internal sealed unsafe class RingLoadSlot
     private const int DispatchedOffset = 2; // ring_load.dispatched
     private const int RingsOffset = 3;      // ring_load.rings
 
+    /// <summary>
+    /// The <c>active</c> count of a ring that failed: larger than any live ring's count, so the program
+    /// (which picks the smallest active + pending) never selects it while a live ring remains.
+    /// </summary>
+    public const long Dead = long.MaxValue;
+
     private readonly long* _entry;
+    private bool _dead; // ring thread only
 
     public RingLoadSlot(long* entry) => _entry = entry;
 
     /// <summary>How many rings the program scans; written by the loader before the program is attached.</summary>
     public void PublishRingCount(int rings) => Volatile.Write(ref _entry[RingsOffset], rings);
 
-    /// <summary>The ring's open connections changed (ring thread).</summary>
-    public void PublishActive(long active) => Volatile.Write(ref _entry[ActiveOffset], active);
+    /// <summary>The ring's open connections changed (ring thread). Ignored once the ring is <see cref="MarkDead">dead</see>.</summary>
+    public void PublishActive(long active)
+    {
+        if (!_dead)
+        {
+            Volatile.Write(ref _entry[ActiveOffset], active);
+        }
+    }
+
+    /// <summary>
+    /// The ring failed (ring thread, before its listeners close): publish <see cref="Dead"/> for good.
+    /// Without it the ring's count stays frozen at its last value; once the live rings pass it the
+    /// program picks the dead ring every time, finds its sockarray slot empty (the kernel clears it
+    /// when the listener closes), and every SYN falls to the kernel's hash. The connections the
+    /// failure aborts afterwards must not overwrite the marker, hence the flag.
+    /// </summary>
+    public void MarkDead()
+    {
+        _dead = true;
+        Volatile.Write(ref _entry[ActiveOffset], Dead);
+    }
 
     /// <summary>The ring accepted one connection from a dispatched listener (ring thread).</summary>
     public void CountAccepted() => Volatile.Write(ref _entry[AcceptedOffset], _entry[AcceptedOffset] + 1);
