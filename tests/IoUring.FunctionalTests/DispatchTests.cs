@@ -9,6 +9,7 @@ using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Bpf;
 using IoUring.Interop;
+using IoUring.Sockets;
 using IoUring.Transport;
 using IoUring.Transport.Internal;
 using Microsoft.AspNetCore.Builder;
@@ -175,7 +176,7 @@ public class DispatchTests
         Assert.Equal(ConnectionDispatch.IncomingCpu, server.Factory.ActiveDispatch);
         foreach (int cpu in new[] { cpus[1], cpus[0] })
         {
-            int expectedRing = cpu % rings;
+            int expectedRing = ConnectionDispatcher.RingOfCpu(cpus, rings)[cpu];
             Assert.Equal(ExpectedCpus(cpus, rings, expectedRing), RingThreadCpus(expectedRing));
 
             // Connect from a thread pinned to the CPU: over loopback the SYN is processed on the
@@ -188,6 +189,62 @@ public class DispatchTests
             }).ToArray());
             Assert.All(landed, ring => Assert.Equal(expectedRing, ring));
         }
+    }
+
+    [Fact]
+    public void IncomingCpuMapsACpusetWithGapsByRankNotByCpuNumber()
+    {
+        // cpuset 2,3,6,7 over 4 rings: cpu % 4 would give rings 2 and 3 two CPUs each and rings 0
+        // and 1 none; by rank each ring gets one CPU.
+        Assert.Equal(new Dictionary<int, int> { [2] = 0, [3] = 1, [6] = 2, [7] = 3 }, ConnectionDispatcher.RingOfCpu([2, 3, 6, 7], 4));
+        Assert.Equal(new Dictionary<int, int> { [2] = 0, [3] = 1, [6] = 0, [7] = 1 }, ConnectionDispatcher.RingOfCpu([7, 2, 6, 3], 2));
+
+        SockFilter[] program = ConnectionDispatcher.IncomingCpuProgram([2, 3, 6, 7], 4);
+        Assert.Equal(1 + (2 * 4) + 1, program.Length);
+        Assert.Equal(SockFilter.ReturnConstant(4), program[^1]); // a CPU outside the table: past the group, the kernel's hash
+
+        // A cpuset too large for BPF_MAXINSNS falls back to cpu % rings.
+        Assert.Equal(3, ConnectionDispatcher.IncomingCpuProgram(Enumerable.Range(0, 4096).ToList(), 4).Length);
+    }
+
+    [Fact]
+    public void IncomingCpuProgramSendsAConnectionToTheRankOfItsCpuOnARealReuseportGroup()
+    {
+        List<int> cpus = CpuAffinity.GetCurrentThread();
+        if (cpus.Count < 2)
+        {
+            Assert.Skip($"Needs two CPUs to tell them apart; this process may run on {cpus.Count}.");
+        }
+
+        // Pretend the cpuset holds only cpus[1] (a gap where cpus[0] is): it is rank 0, so its
+        // connections go to listener 0, whatever its number modulo 2. cpus[0] is outside the table:
+        // the program returns 2, past the group, and the kernel's hash picks.
+        SockFilter[] program = ConnectionDispatcher.IncomingCpuProgram([cpus[1]], 2);
+        using var first = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using var second = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        Socket[] group = [first, second];
+        foreach (Socket listener in group)
+        {
+            listener.SetRawSocketOption(1, 15, BitConverter.GetBytes(1)); // SOL_SOCKET, SO_REUSEPORT
+        }
+
+        first.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+        second.Bind(first.LocalEndPoint!);
+        first.Listen(); // group order is listen() order (socket(7), SO_REUSEPORT)
+        second.Listen();
+        LinuxSocket.AttachReuseportCbpf((int)first.Handle, program);
+
+        int[] landed = RunPinned(cpus[1], () => Enumerable.Range(0, 20).Select(_ =>
+        {
+            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            client.Connect(first.LocalEndPoint!);
+            var ready = new List<Socket>(group);
+            Socket.Select(ready, null, null, (int)s_settleTimeout.TotalMicroseconds);
+            Assert.Single(ready);
+            using Socket accepted = ready[0].Accept();
+            return Array.IndexOf(group, ready[0]);
+        }).ToArray());
+        Assert.All(landed, listener => Assert.Equal(0, listener));
     }
 
     [Fact]
@@ -374,7 +431,7 @@ public class DispatchTests
         return error is null ? result : throw new InvalidOperationException("The pinned client failed.", error);
     }
 
-    private static int[] ExpectedCpus(List<int> cpus, int rings, int ring) => cpus.Where(c => c % rings == ring).ToArray();
+    private static int[] ExpectedCpus(List<int> cpus, int rings, int ring) => ConnectionDispatcher.RingOfCpu(cpus, rings).Where(e => e.Value == ring).Select(e => e.Key).Order().ToArray();
 
     /// <summary>The CPUs the kernel lets ring thread <paramref name="ring"/> run on (/proc/self/task/*/status).</summary>
     private static int[] RingThreadCpus(int ring)

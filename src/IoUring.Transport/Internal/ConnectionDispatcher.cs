@@ -20,6 +20,7 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
     private readonly RingGroup _group;
     private readonly IoUringTransportOptions _options;
     private readonly ILogger _logger;
+    private List<int> _allowedCpus = [];   // IncomingCpu: the CPUs this process may run on, ascending
     private BpfFd? _loadMap;          // LeastConnections: one struct ring_load per ring
     private byte* _loadMemory;        // its mapping (shared with the kernel)
     private nuint _loadMemoryLength;
@@ -49,6 +50,12 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         switch (options.Dispatch)
         {
             case ConnectionDispatch.IncomingCpu:
+                dispatcher._allowedCpus = CpuAffinity.GetCurrentThread();
+                if (dispatcher._allowedCpus.Count != group.Rings.Length)
+                {
+                    IoUringTransportLog.RingCountDiffersFromCpus(logger, group.Rings.Length, dispatcher._allowedCpus.Count);
+                }
+
                 try
                 {
                     dispatcher.PinRings();
@@ -94,15 +101,11 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         switch (Mode)
         {
             case ConnectionDispatch.IncomingCpu:
-                // ld cpu; mod #rings; ret a. The return value indexes the group in join order, which is
-                // ring order because the listeners were bound in ring order. The kernel copies the
-                // program into the group; nothing stays open on our side.
-                LinuxSocket.AttachReuseportCbpf(listeners[0],
-                [
-                    SockFilter.LoadCpu(),
-                    SockFilter.ModuloConstant((uint)listeners.Length),
-                    SockFilter.ReturnAccumulator(),
-                ]);
+                // The return value indexes the group in join order, which is ring order because the
+                // listeners were bound in ring order (socket(7), SO_REUSEPORT; the kernel appends each
+                // listen()ing socket to the group). The kernel copies the program into the group;
+                // nothing stays open on our side.
+                LinuxSocket.AttachReuseportCbpf(listeners[0], IncomingCpuProgram(_allowedCpus, listeners.Length));
                 return null;
 
             case ConnectionDispatch.LeastConnections:
@@ -156,21 +159,66 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         : ex.Message;
 
     /// <summary>
-    /// Ring i runs on the CPUs whose number modulo the ring count is i, matching the cBPF program.
+    /// IncomingCpu's ring for each CPU: the CPU's rank in <paramref name="allowed"/> (the process's
+    /// CPUs, ascending) modulo <paramref name="rings"/>. The CPU the program sees (SKF_AD_CPU) is the
+    /// host CPU that ran the softirq, so with a cpuset such as 2,3,6,7 the CPU number itself modulo
+    /// the ring count would leave rings without CPUs and stack others; the rank spreads the allowed
+    /// CPUs round-robin over the rings.
+    /// </summary>
+    internal static Dictionary<int, int> RingOfCpu(IReadOnlyList<int> allowed, int rings)
+    {
+        var table = new Dictionary<int, int>(allowed.Count);
+        int rank = 0;
+        foreach (int cpu in allowed.Order())
+        {
+            table[cpu] = rank++ % rings;
+        }
+
+        return table;
+    }
+
+    /// <summary>
+    /// The classic program for IncomingCpu over <paramref name="rings"/> listeners:
+    /// <c>ld cpu; jeq #c0, 0, 1; ret #r0; jeq #c1, 0, 1; ret #r1; ...; ret #rings</c>. A CPU outside the
+    /// table (not in our cpuset, say a softirq on another CPU) returns <paramref name="rings"/>, an
+    /// index past the group, for which the kernel falls back to its hash (reuseport_select_sock,
+    /// net/core/sock_reuseport.c). A table too long for BPF_MAXINSNS falls back to <c>cpu % rings</c>.
+    /// </summary>
+    internal static SockFilter[] IncomingCpuProgram(IReadOnlyList<int> allowed, int rings)
+    {
+        Dictionary<int, int> table = RingOfCpu(allowed, rings);
+        if ((2 * table.Count) + 2 > SockFilter.MaxInstructions)
+        {
+            return [SockFilter.LoadCpu(), SockFilter.ModuloConstant((uint)rings), SockFilter.ReturnAccumulator()];
+        }
+
+        var program = new List<SockFilter>((2 * table.Count) + 2) { SockFilter.LoadCpu() };
+        foreach ((int cpu, int ring) in table.OrderBy(entry => entry.Key))
+        {
+            program.Add(SockFilter.JumpIfEqual((uint)cpu, 0, 1));
+            program.Add(SockFilter.ReturnConstant((uint)ring));
+        }
+
+        program.Add(SockFilter.ReturnConstant((uint)rings));
+        return [.. program];
+    }
+
+    /// <summary>
+    /// Ring i runs on the CPUs that <see cref="RingOfCpu"/> maps to i, matching the cBPF program.
     /// Returns once every ring thread has pinned itself, so the first connection finds them pinned.
     /// </summary>
     private void PinRings()
     {
         RingThread[] rings = _group.Rings;
-        List<int> allowed = CpuAffinity.GetCurrentThread();
+        Dictionary<int, int> table = RingOfCpu(_allowedCpus, rings.Length);
         var pins = new List<PinWork>();
         foreach (RingThread ring in rings)
         {
-            int[] cpus = allowed.Where(cpu => cpu % rings.Length == ring.Index).ToArray();
+            int[] cpus = table.Where(entry => entry.Value == ring.Index).Select(entry => entry.Key).Order().ToArray();
             if (cpus.Length == 0)
             {
-                // No CPU of ours maps here (a cpuset with gaps): the ring runs anywhere; the program
-                // sends it nothing.
+                // More rings than CPUs: no CPU maps here, the ring runs anywhere and the program
+                // sends it no TCP connection.
                 continue;
             }
 

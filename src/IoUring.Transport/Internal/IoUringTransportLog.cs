@@ -65,4 +65,7 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(19, LogLevel.Warning, "IncomingCpu dispatch could not pin the rings to CPUs; connections still go to the ring of the CPU that took their SYN, but that ring may run on another CPU: {Reason}", EventName = "RingPinningFailed")]
     public static partial void RingPinningFailed(ILogger logger, string reason);
+
+    [LoggerMessage(20, LogLevel.Warning, "IncomingCpu dispatch with {RingCount} rings on {CpuCount} allowed CPUs: each CPU's connections go to one ring, so rings beyond the CPU count get no TCP connections and with fewer rings some rings serve several CPUs. Set RingCount to the CPU count.", EventName = "RingCountDiffersFromCpus")]
+    public static partial void RingCountDiffersFromCpus(ILogger logger, int ringCount, int cpuCount);
 }
