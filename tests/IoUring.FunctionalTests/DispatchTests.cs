@@ -163,6 +163,39 @@ public class DispatchTests
     }
 
     [Fact]
+    public async Task LeastConnectionsAcceptedNeverPassesDispatched()
+    {
+        await using DispatchServer server = await DispatchServer.StartAsync(ConnectionDispatch.LeastConnections, 2);
+
+        // Ring 0 accepts a connection the program never dispatched (as one the kernel's hash placed
+        // while a slot was empty would be), counted on the ring thread as the listener counts it.
+        var counted = new CountAcceptedWork();
+        server.Rings[0].Post(counted, 0);
+        await counted.Done.Task.WaitAsync(s_settleTimeout, TestContext.Current.CancellationToken);
+        Assert.Equal((0L, 0L, 0L), server.Rings[0].Load!.Read());
+
+        // Had accepted become 1, the next connection sent to ring 0 would not count as pending there.
+        var open = new List<(Socket Socket, int Ring)>();
+        try
+        {
+            for (int i = 0; i < 4; i++)
+            {
+                open.Add(server.Connect());
+            }
+
+            Assert.All(server.Rings, r => Assert.Equal(r.Load!.Read().Dispatched, r.Load!.Read().Accepted));
+            Assert.Equal(4, server.Rings.Sum(r => r.Load!.Read().Dispatched));
+        }
+        finally
+        {
+            foreach ((Socket socket, int _) in open)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    [Fact]
     public async Task IncomingCpuSendsConnectionsToTheRingPinnedToTheClientsCpu()
     {
         List<int> cpus = CpuAffinity.GetCurrentThread();
@@ -568,5 +601,18 @@ public class DispatchTests
         public void Reject(int operation, Exception error)
         {
         }
+    }
+
+    private sealed class CountAcceptedWork : IRingWork
+    {
+        public TaskCompletionSource Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Execute(RingThread ring, int operation)
+        {
+            ring.Load!.CountAccepted();
+            Done.TrySetResult();
+        }
+
+        public void Reject(int operation, Exception error) => Done.TrySetException(error);
     }
 }

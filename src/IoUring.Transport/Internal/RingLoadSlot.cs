@@ -59,8 +59,25 @@ internal sealed unsafe class RingLoadSlot
         Volatile.Write(ref _entry[ActiveOffset], Dead);
     }
 
-    /// <summary>The ring accepted one connection from a dispatched listener (ring thread).</summary>
-    public void CountAccepted() => Volatile.Write(ref _entry[AcceptedOffset], _entry[AcceptedOffset] + 1);
+    /// <summary>
+    /// The ring accepted one connection from a dispatched listener (ring thread). Stores
+    /// min(accepted + 1, dispatched): a connection the program never dispatched (placed by the
+    /// kernel's hash while a slot was empty, or completed from a SYN cookie) must not raise accepted
+    /// above dispatched, where it would cancel a later dispatched connection still in the accept
+    /// queue and hide it from the program.
+    /// </summary>
+    /// <remarks>
+    /// The estimate dispatched - accepted can still drift upwards: a SYN that never becomes an
+    /// accepted connection (a scan, a handshake that times out, a retransmitted SYN that the
+    /// program counts again) stays pending on its ring. The drift only biases the choice away from
+    /// that ring by a few connections; the clamp here keeps it from going the other way.
+    /// </remarks>
+    public void CountAccepted()
+    {
+        long dispatched = Volatile.Read(ref _entry[DispatchedOffset]);
+        long accepted = _entry[AcceptedOffset] + 1;
+        Volatile.Write(ref _entry[AcceptedOffset], accepted < dispatched ? accepted : dispatched);
+    }
 
     /// <summary>What the program currently sees for this ring: open connections, accepted, dispatched (any thread; for tests and logs).</summary>
     public (long Active, long Accepted, long Dispatched) Read()
