@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Bpf;
 using IoUring.Interop;
@@ -33,8 +34,17 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         Mode = mode;
     }
 
-    /// <summary>The mode in effect: the requested one, or Kernel after a fallback.</summary>
+    /// <summary>The mode attached to new listeners: the requested one, or Kernel after a start-up fallback.</summary>
     public ConnectionDispatch Mode { get; private set; }
+
+    /// <summary>
+    /// The mode every listener actually has: <see cref="Mode"/>, or Kernel once attaching the program
+    /// to any listener fell back to the kernel's hash (that listener's connections are not balanced,
+    /// so reporting the requested mode would not be true of all of them). Later listeners still try.
+    /// </summary>
+    public ConnectionDispatch EffectiveMode => Volatile.Read(ref _attachFellBack) ? ConnectionDispatch.Kernel : Mode;
+
+    private bool _attachFellBack;
 
     /// <summary>Kernel ids of every map and program this dispatcher created, for tests that check nothing outlives the host.</summary>
     public System.Collections.Concurrent.ConcurrentBag<(string Kind, uint Id)> CreatedObjects { get; } = [];
@@ -127,6 +137,7 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
                 {
                     programs?.Dispose();
                     IoUringTransportLog.DispatchFallback(_logger, ConnectionDispatch.LeastConnections, Reason(ex));
+                    Volatile.Write(ref _attachFellBack, true);
                     return null;
                 }
                 catch
