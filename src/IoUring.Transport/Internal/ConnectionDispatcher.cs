@@ -81,15 +81,24 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
             case ConnectionDispatch.LeastConnections:
                 try
                 {
+                    if (group.Rings.Length > DispatchProgram.MaxRings)
+                    {
+                        // The options allow no more today; this keeps the two limits from drifting apart.
+                        throw new NotSupportedException($"LeastConnections scans at most {DispatchProgram.MaxRings} rings (DISPATCH_MAX_RINGS), and RingCount is {group.Rings.Length}.");
+                    }
+
                     dispatcher.CreateLoadMap();
                     using (ListenerPrograms trial = dispatcher.LoadLeastConnections(sockets: null))
                     {
                         // Loading once here proves privilege and verifier acceptance at start, not at the first bind.
                     }
                 }
-                catch (Exception ex) when (ex is BpfException or PlatformNotSupportedException)
+                catch (Exception ex)
                 {
-                    // No listener exists yet, so no ring has a connection that could publish a count.
+                    // Any failure, not only the kernel's refusal: an embedded object that does not
+                    // parse (FormatException, InvalidDataException) must not leave the map, its
+                    // mapping and the rings' slots behind. No listener exists yet, so no ring has a
+                    // connection that could publish a count.
                     dispatcher.ReleaseLoadMap();
                     dispatcher.Fail(ex);
                 }
@@ -111,10 +120,14 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         switch (Mode)
         {
             case ConnectionDispatch.IncomingCpu:
-                // The return value indexes the group in join order, which is ring order because the
-                // listeners were bound in ring order (socket(7), SO_REUSEPORT; the kernel appends each
-                // listen()ing socket to the group). The kernel copies the program into the group;
-                // nothing stays open on our side.
+                // The return value indexes the group, whose sockets are numbered in the order of their
+                // listen() calls (socket(7), SO_ATTACH_REUSEPORT_CBPF): ring order, because the
+                // listeners listen in ring order. When a socket leaves the group (close), the last
+                // socket moves into its place (same page). So after ring k fails and its listener
+                // closes, index k reaches the last ring, and the last index is past the group, where
+                // the kernel's hash picks: CPU k's connections and the last ring's CPUs' connections
+                // all land on live rings, but no longer on their pinned CPU's ring. The kernel copies
+                // the program into the group; nothing stays open on our side.
                 LinuxSocket.AttachReuseportCbpf(listeners[0], IncomingCpuProgram(_allowedCpus, listeners.Length));
                 return null;
 
@@ -133,7 +146,7 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
                     LinuxSocket.AttachReuseportEbpf(listeners[0], programs.Program.Value);
                     return programs;
                 }
-                catch (Exception ex) when (_options.FallbackToKernelDispatch && ex is BpfException or System.Net.Sockets.SocketException)
+                catch (Exception ex) when (_options.FallbackToKernelDispatch)
                 {
                     programs?.Dispose();
                     IoUringTransportLog.DispatchFallback(_logger, ConnectionDispatch.LeastConnections, Reason(ex));
