@@ -264,8 +264,10 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         _loadMap = BpfSyscall.CreateMap(BpfSyscall.MapTypeArray, 4, DispatchProgram.LoadEntrySize, (uint)rings, BpfSyscall.MapFlagMmapable, "ring_load");
         CreatedObjects.Add(("map", BpfSyscall.GetId(_loadMap)));
 
-        // An mmapable array's values start at offset 0 of the mapping, one value_size apart
-        // (kernel/bpf/arraymap.c, array_map_mmap); the kernel zeroes them.
+        // BPF_F_MMAPABLE array maps can be mapped since kernel commit fc9702273e2e ("bpf: Add mmap()
+        // support for BPF_MAP_TYPE_ARRAY", Linux 5.5). The values start at offset 0 of the mapping,
+        // round_up(value_size, 8) apart (array->elem_size, kernel/bpf/arraymap.c); LoadEntrySize is
+        // already a multiple of 8. The kernel zeroes them. See RingLoadSlot for who writes what.
         _loadMemoryLength = (nuint)(((rings * DispatchProgram.LoadEntrySize) + Environment.SystemPageSize - 1) / Environment.SystemPageSize * Environment.SystemPageSize);
         void* memory = Libc.Mmap(null, _loadMemoryLength, Libc.ProtRead | Libc.ProtWrite, Libc.MapShared, _loadMap.Value, 0);
         if (memory == Libc.MapFailed)

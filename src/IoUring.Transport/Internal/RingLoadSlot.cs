@@ -8,13 +8,22 @@ namespace IoUring.Transport.Internal;
 /// count is a store, not a system call. The eBPF program reads the entries on every SYN.
 /// </summary>
 /// <remarks>
-/// Writers: <c>rings</c> by the loader before any program runs; <c>active</c> and <c>accepted</c> are written by this ring's thread only, so it may read
-/// its own value and store the next one without an atomic read-modify-write; <c>dispatched</c> is
-/// written by the program with an atomic add (several CPUs may take SYNs at once) and only read here.
-/// Each field is an aligned 64-bit word, so every store and load is single-copy atomic on the
-/// 64-bit architectures we run on, and the program never sees a torn value. Volatile.Write keeps the
-/// JIT from caching or eliding the store; no ordering between the fields is needed, because the
-/// program uses them as a hint (a stale count costs balance, never correctness).
+/// The mapping: an array map created with BPF_F_MMAPABLE can be mmap()ed (kernel commit fc9702273e2e,
+/// "bpf: Add mmap() support for BPF_MAP_TYPE_ARRAY", Linux 5.5); its values lie from offset 0 of the
+/// mapping, element i at i * round_up(value_size, 8) (array->elem_size in kernel/bpf/arraymap.c), so
+/// with value_size 64 entry i is at i * 64. The program reaches the same memory through
+/// bpf_map_lookup_elem and reads it with plain loads; there are no locks or fences on its side.
+/// <para>
+/// Writers: <c>rings</c> by the loader before any program is attached; <c>active</c> and
+/// <c>accepted</c> by this ring's thread only, so it may read its own value and store the next one
+/// without an atomic read-modify-write; <c>dispatched</c> by the program with an atomic add (several
+/// CPUs may take SYNs at once), only read here. Each field is an aligned 64-bit word, so every store
+/// and load is single-copy atomic on the 64-bit architectures we run on and neither side sees a torn
+/// value. Volatile.Write adds no ordering the program could rely on; it only keeps the JIT from
+/// eliding, caching or splitting the store, which it could otherwise do because nothing in this
+/// process reads the memory back. No ordering between the fields is needed: the program uses them
+/// as a hint, and a stale count costs balance, never correctness.
+/// </para>
 /// </remarks>
 internal sealed unsafe class RingLoadSlot
 {
