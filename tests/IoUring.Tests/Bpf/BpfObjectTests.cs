@@ -38,6 +38,13 @@ public class BpfObjectTests
             }
         }
 
+        string pinned = File.ReadAllText(Path.Combine(BpfDirectory, "CLANG_VERSION")).Trim();
+        string installed = ClangMajorVersion();
+        if (installed != pinned)
+        {
+            Assert.Skip($"The committed objects were built with clang {pinned} (bpf/CLANG_VERSION); this machine has clang {installed}, which may emit other bytes.");
+        }
+
         string output = Path.Combine(Path.GetTempPath(), "iouring-bpf-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(output);
         try
@@ -184,6 +191,11 @@ public class BpfObjectTests
     [Fact]
     public void BtfLookupFindsStructsAndFunctionsOfTheRunningKernelByKind()
     {
+        if (!File.Exists("/sys/kernel/btf/vmlinux"))
+        {
+            Assert.Skip("The kernel exposes no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF).");
+        }
+
         HashSet<(int Kind, string Name)>? found = BtfTypes.Find(
         [
             (BtfTypes.KindStruct, "sk_reuseport_md"),
@@ -195,6 +207,18 @@ public class BpfObjectTests
         Assert.NotNull(found);
         Assert.Equal([(BtfTypes.KindStruct, "sk_reuseport_md"), (BtfTypes.KindFunc, "tcp_v4_connect")], found.OrderBy(f => f.Name, StringComparer.Ordinal));
         Assert.Null(BtfTypes.Find([(BtfTypes.KindStruct, "x")], "/nonexistent/btf"));
+    }
+
+    /// <summary>The major version from <c>clang --version</c> ("... clang version 14.0.6 ...").</summary>
+    private static string ClangMajorVersion()
+    {
+        using Process clang = Process.Start(new ProcessStartInfo("clang", ["--version"]) { RedirectStandardOutput = true })!;
+        string text = clang.StandardOutput.ReadToEnd();
+        clang.WaitForExit();
+        Assert.True(clang.ExitCode == 0, $"clang --version exited with {clang.ExitCode}");
+        System.Text.RegularExpressions.Match version = System.Text.RegularExpressions.Regex.Match(text, @"clang version (\d+)\.");
+        Assert.True(version.Success, "clang --version printed no version:\n" + text);
+        return version.Groups[1].Value;
     }
 
     private static bool OnPath(string tool)
