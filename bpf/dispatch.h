@@ -66,8 +66,10 @@ struct dispatch_map_def {
  *   rings      the loader, once, before the program is attached: how many rings (entries) there are.
  * dispatched - accepted is what sits in the ring's accept queue, so a burst of handshakes is
  * counted before the ring has seen it. It is an estimate: a connection the kernel's hash placed
- * (empty slot) or completed by a SYN cookie is accepted without being dispatched, and the program
- * clamps the difference at 0; a handshake that never completes stays counted as pending on its ring.
+ * (empty slot) or completed by a SYN cookie is accepted without being dispatched, so the ring never
+ * lets accepted pass dispatched (it stores min(accepted + 1, dispatched)) and the program clamps
+ * the difference at 0; a SYN that never becomes an accepted connection (a scan, a handshake that
+ * times out, a retransmitted SYN counted twice) stays counted as pending on its ring.
  */
 struct ring_load {
 	__u64 active;

@@ -26,6 +26,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     private readonly object _groupLock = new();
     private RingGroup? _group;
     private ConnectionDispatcher? _dispatcher;
+    private ConnectionDispatch _lastDispatch; // ActiveDispatch once the rings stopped
     private int _groupUsers;
     private IoUringUnavailableException? _unavailable;
     private bool _availabilityChecked;
@@ -62,9 +63,11 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
 
     /// <summary>
     /// The connection dispatch in effect for the running rings: <see cref="IoUringTransportOptions.Dispatch"/>,
-    /// or <see cref="ConnectionDispatch.Kernel"/> after a fallback (or before any bind).
+    /// or <see cref="ConnectionDispatch.Kernel"/> before any bind, after a fallback at start, or once
+    /// any listener fell back to the kernel's hash (each fallback is logged with its reason). After
+    /// the rings stop, the last value.
     /// </summary>
-    public ConnectionDispatch ActiveDispatch { get; private set; }
+    public ConnectionDispatch ActiveDispatch => _dispatcher?.EffectiveMode ?? _lastDispatch;
 
     /// <summary>
     /// Whether this kernel can run an io_uring event loop written in BPF (struct io_uring_bpf_ops with the
@@ -155,7 +158,6 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
                 }
 
                 _group = group;
-                ActiveDispatch = _dispatcher.Mode;
             }
 
             _groupUsers++;
@@ -174,6 +176,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             {
                 toStop = _group;
                 dispatcher = _dispatcher;
+                _lastDispatch = dispatcher?.EffectiveMode ?? ConnectionDispatch.Kernel;
                 _group = null;
                 _dispatcher = null;
             }

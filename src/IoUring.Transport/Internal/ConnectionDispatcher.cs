@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Generic;
 using System.Linq;
+using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Bpf;
 using IoUring.Interop;
@@ -20,6 +21,7 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
     private readonly RingGroup _group;
     private readonly IoUringTransportOptions _options;
     private readonly ILogger _logger;
+    private List<int> _allowedCpus = [];   // IncomingCpu: the CPUs this process may run on, ascending
     private BpfFd? _loadMap;          // LeastConnections: one struct ring_load per ring
     private byte* _loadMemory;        // its mapping (shared with the kernel)
     private nuint _loadMemoryLength;
@@ -32,8 +34,17 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         Mode = mode;
     }
 
-    /// <summary>The mode in effect: the requested one, or Kernel after a fallback.</summary>
+    /// <summary>The mode attached to new listeners: the requested one, or Kernel after a start-up fallback.</summary>
     public ConnectionDispatch Mode { get; private set; }
+
+    /// <summary>
+    /// The mode every listener actually has: <see cref="Mode"/>, or Kernel once attaching the program
+    /// to any listener fell back to the kernel's hash (that listener's connections are not balanced,
+    /// so reporting the requested mode would not be true of all of them). Later listeners still try.
+    /// </summary>
+    public ConnectionDispatch EffectiveMode => Volatile.Read(ref _attachFellBack) ? ConnectionDispatch.Kernel : Mode;
+
+    private bool _attachFellBack;
 
     /// <summary>Kernel ids of every map and program this dispatcher created, for tests that check nothing outlives the host.</summary>
     public System.Collections.Concurrent.ConcurrentBag<(string Kind, uint Id)> CreatedObjects { get; } = [];
@@ -49,6 +60,12 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         switch (options.Dispatch)
         {
             case ConnectionDispatch.IncomingCpu:
+                dispatcher._allowedCpus = CpuAffinity.GetCurrentThread();
+                if (dispatcher._allowedCpus.Count != group.Rings.Length)
+                {
+                    IoUringTransportLog.RingCountDiffersFromCpus(logger, group.Rings.Length, dispatcher._allowedCpus.Count);
+                }
+
                 try
                 {
                     dispatcher.PinRings();
@@ -64,15 +81,24 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
             case ConnectionDispatch.LeastConnections:
                 try
                 {
+                    if (group.Rings.Length > DispatchProgram.MaxRings)
+                    {
+                        // The options allow no more today; this keeps the two limits from drifting apart.
+                        throw new NotSupportedException($"LeastConnections scans at most {DispatchProgram.MaxRings} rings (DISPATCH_MAX_RINGS), and RingCount is {group.Rings.Length}.");
+                    }
+
                     dispatcher.CreateLoadMap();
                     using (ListenerPrograms trial = dispatcher.LoadLeastConnections(sockets: null))
                     {
                         // Loading once here proves privilege and verifier acceptance at start, not at the first bind.
                     }
                 }
-                catch (Exception ex) when (ex is BpfException or PlatformNotSupportedException)
+                catch (Exception ex)
                 {
-                    // No listener exists yet, so no ring has a connection that could publish a count.
+                    // Any failure, not only the kernel's refusal: an embedded object that does not
+                    // parse (FormatException, InvalidDataException) must not leave the map, its
+                    // mapping and the rings' slots behind. No listener exists yet, so no ring has a
+                    // connection that could publish a count.
                     dispatcher.ReleaseLoadMap();
                     dispatcher.Fail(ex);
                 }
@@ -94,15 +120,15 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         switch (Mode)
         {
             case ConnectionDispatch.IncomingCpu:
-                // ld cpu; mod #rings; ret a. The return value indexes the group in join order, which is
-                // ring order because the listeners were bound in ring order. The kernel copies the
-                // program into the group; nothing stays open on our side.
-                LinuxSocket.AttachReuseportCbpf(listeners[0],
-                [
-                    SockFilter.LoadCpu(),
-                    SockFilter.ModuloConstant((uint)listeners.Length),
-                    SockFilter.ReturnAccumulator(),
-                ]);
+                // The return value indexes the group, whose sockets are numbered in the order of their
+                // listen() calls (socket(7), SO_ATTACH_REUSEPORT_CBPF): ring order, because the
+                // listeners listen in ring order. When a socket leaves the group (close), the last
+                // socket moves into its place (same page). So after ring k fails and its listener
+                // closes, index k reaches the last ring, and the last index is past the group, where
+                // the kernel's hash picks: CPU k's connections and the last ring's CPUs' connections
+                // all land on live rings, but no longer on their pinned CPU's ring. The kernel copies
+                // the program into the group; nothing stays open on our side.
+                LinuxSocket.AttachReuseportCbpf(listeners[0], IncomingCpuProgram(_allowedCpus, listeners.Length));
                 return null;
 
             case ConnectionDispatch.LeastConnections:
@@ -120,10 +146,11 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
                     LinuxSocket.AttachReuseportEbpf(listeners[0], programs.Program.Value);
                     return programs;
                 }
-                catch (Exception ex) when (_options.FallbackToKernelDispatch && ex is BpfException or System.Net.Sockets.SocketException)
+                catch (Exception ex) when (_options.FallbackToKernelDispatch)
                 {
                     programs?.Dispose();
                     IoUringTransportLog.DispatchFallback(_logger, ConnectionDispatch.LeastConnections, Reason(ex));
+                    Volatile.Write(ref _attachFellBack, true);
                     return null;
                 }
                 catch
@@ -156,21 +183,66 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         : ex.Message;
 
     /// <summary>
-    /// Ring i runs on the CPUs whose number modulo the ring count is i, matching the cBPF program.
+    /// IncomingCpu's ring for each CPU: the CPU's rank in <paramref name="allowed"/> (the process's
+    /// CPUs, ascending) modulo <paramref name="rings"/>. The CPU the program sees (SKF_AD_CPU) is the
+    /// host CPU that ran the softirq, so with a cpuset such as 2,3,6,7 the CPU number itself modulo
+    /// the ring count would leave rings without CPUs and stack others; the rank spreads the allowed
+    /// CPUs round-robin over the rings.
+    /// </summary>
+    internal static Dictionary<int, int> RingOfCpu(IReadOnlyList<int> allowed, int rings)
+    {
+        var table = new Dictionary<int, int>(allowed.Count);
+        int rank = 0;
+        foreach (int cpu in allowed.Order())
+        {
+            table[cpu] = rank++ % rings;
+        }
+
+        return table;
+    }
+
+    /// <summary>
+    /// The classic program for IncomingCpu over <paramref name="rings"/> listeners:
+    /// <c>ld cpu; jeq #c0, 0, 1; ret #r0; jeq #c1, 0, 1; ret #r1; ...; ret #rings</c>. A CPU outside the
+    /// table (not in our cpuset, say a softirq on another CPU) returns <paramref name="rings"/>, an
+    /// index past the group, for which the kernel falls back to its hash (reuseport_select_sock,
+    /// net/core/sock_reuseport.c). A table too long for BPF_MAXINSNS falls back to <c>cpu % rings</c>.
+    /// </summary>
+    internal static SockFilter[] IncomingCpuProgram(IReadOnlyList<int> allowed, int rings)
+    {
+        Dictionary<int, int> table = RingOfCpu(allowed, rings);
+        if ((2 * table.Count) + 2 > SockFilter.MaxInstructions)
+        {
+            return [SockFilter.LoadCpu(), SockFilter.ModuloConstant((uint)rings), SockFilter.ReturnAccumulator()];
+        }
+
+        var program = new List<SockFilter>((2 * table.Count) + 2) { SockFilter.LoadCpu() };
+        foreach ((int cpu, int ring) in table.OrderBy(entry => entry.Key))
+        {
+            program.Add(SockFilter.JumpIfEqual((uint)cpu, 0, 1));
+            program.Add(SockFilter.ReturnConstant((uint)ring));
+        }
+
+        program.Add(SockFilter.ReturnConstant((uint)rings));
+        return [.. program];
+    }
+
+    /// <summary>
+    /// Ring i runs on the CPUs that <see cref="RingOfCpu"/> maps to i, matching the cBPF program.
     /// Returns once every ring thread has pinned itself, so the first connection finds them pinned.
     /// </summary>
     private void PinRings()
     {
         RingThread[] rings = _group.Rings;
-        List<int> allowed = CpuAffinity.GetCurrentThread();
+        Dictionary<int, int> table = RingOfCpu(_allowedCpus, rings.Length);
         var pins = new List<PinWork>();
         foreach (RingThread ring in rings)
         {
-            int[] cpus = allowed.Where(cpu => cpu % rings.Length == ring.Index).ToArray();
+            int[] cpus = table.Where(entry => entry.Value == ring.Index).Select(entry => entry.Key).Order().ToArray();
             if (cpus.Length == 0)
             {
-                // No CPU of ours maps here (a cpuset with gaps): the ring runs anywhere; the program
-                // sends it nothing.
+                // More rings than CPUs: no CPU maps here, the ring runs anywhere and the program
+                // sends it no TCP connection.
                 continue;
             }
 
@@ -192,8 +264,10 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
         _loadMap = BpfSyscall.CreateMap(BpfSyscall.MapTypeArray, 4, DispatchProgram.LoadEntrySize, (uint)rings, BpfSyscall.MapFlagMmapable, "ring_load");
         CreatedObjects.Add(("map", BpfSyscall.GetId(_loadMap)));
 
-        // An mmapable array's values start at offset 0 of the mapping, one value_size apart
-        // (kernel/bpf/arraymap.c, array_map_mmap); the kernel zeroes them.
+        // BPF_F_MMAPABLE array maps can be mapped since kernel commit fc9702273e2e ("bpf: Add mmap()
+        // support for BPF_MAP_TYPE_ARRAY", Linux 5.5). The values start at offset 0 of the mapping,
+        // round_up(value_size, 8) apart (array->elem_size, kernel/bpf/arraymap.c); LoadEntrySize is
+        // already a multiple of 8. The kernel zeroes them. See RingLoadSlot for who writes what.
         _loadMemoryLength = (nuint)(((rings * DispatchProgram.LoadEntrySize) + Environment.SystemPageSize - 1) / Environment.SystemPageSize * Environment.SystemPageSize);
         void* memory = Libc.Mmap(null, _loadMemoryLength, Libc.ProtRead | Libc.ProtWrite, Libc.MapShared, _loadMap.Value, 0);
         if (memory == Libc.MapFailed)

@@ -15,6 +15,9 @@ internal static class DispatchProgram
     public const string SocketsMap = "ring_sockets";
     public const string LoadMap = "ring_load";
 
+    /// <summary>DISPATCH_MAX_RINGS (bpf/dispatch.h): the program scans at most this many rings.</summary>
+    public const int MaxRings = 1024;
+
     /// <summary>sizeof(struct ring_load): one cache line per ring.</summary>
     public const int LoadEntrySize = 64;
 

@@ -82,7 +82,8 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                         }
                     }
 
-                    // The rings' listeners are in the group in ring order: dispatch programs rely on it.
+                    // The rings' listeners listen in ring order, so the group numbers them in ring order
+                    // (socket(7), SO_ATTACH_REUSEPORT_CBPF): the IncomingCpu program relies on it.
                     _dispatchPrograms = _factory.Dispatcher?.Attach(fds);
                     _dispatched = _dispatchPrograms is not null;
                 }

@@ -71,4 +71,7 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(21, LogLevel.Debug, "Connection id \"{ConnectionId}\" sending RST because: \"{Reason}\"", EventName = "ConnectionWriteRst")]
     public static partial void ConnectionWriteRst(ILogger logger, string connectionId, string reason);
+
+    [LoggerMessage(22, LogLevel.Warning, "IncomingCpu dispatch with {RingCount} rings on {CpuCount} allowed CPUs: each CPU's connections go to one ring, so rings beyond the CPU count get no TCP connections and with fewer rings some rings serve several CPUs. Set RingCount to the CPU count.", EventName = "RingCountDiffersFromCpus")]
+    public static partial void RingCountDiffersFromCpus(ILogger logger, int ringCount, int cpuCount);
 }

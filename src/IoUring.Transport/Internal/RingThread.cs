@@ -350,6 +350,7 @@ internal sealed unsafe class RingThread
                 // a logger that throws must not stop the clean-up below
             }
 
+            Load?.MarkDead(); // before the listeners close: LeastConnections stops choosing this ring
             AbortAllAfterFailure(ex);
         }
         finally

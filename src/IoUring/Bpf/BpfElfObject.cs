@@ -15,11 +15,16 @@ namespace IoUring.Bpf;
 internal sealed class BpfElfObject
 {
     private const ushort MachineBpf = 247; // EM_BPF
+    private const uint SectionProgbits = 1; // SHT_PROGBITS
     private const uint SectionRel = 9;      // SHT_REL
     private const uint SectionSymtab = 2;   // SHT_SYMTAB
     private const uint RelocationBpf6464 = 1; // R_BPF_64_64: a 64-bit immediate load (ld_imm64) of a symbol's address
     private const byte OpLoadImm64 = 0x18;  // BPF_LD | BPF_IMM | BPF_DW
     private const byte PseudoMapFd = 1;     // BPF_PSEUDO_MAP_FD: the immediate is a map descriptor
+    private const ulong FlagExecInstr = 0x4; // SHF_EXECINSTR: the section holds instructions
+    private const int SectionHeaderSize = 64; // sizeof(Elf64_Shdr)
+    private const int SymbolSize = 24;        // sizeof(Elf64_Sym)
+    private const int RelocationSize = 16;    // sizeof(Elf64_Rel)
 
     private readonly Dictionary<string, BpfElfProgram> _programs = new(StringComparer.Ordinal);
     private readonly Dictionary<string, BpfMapDefinition> _maps = new(StringComparer.Ordinal);
@@ -49,12 +54,23 @@ internal sealed class BpfElfObject
         int sectionSize = U16(elf, 0x3A);      // e_shentsize
         int sectionCount = U16(elf, 0x3C);     // e_shnum
         int namesIndex = U16(elf, 0x3E);       // e_shstrndx
+        if (sectionSize < SectionHeaderSize)
+        {
+            throw new FormatException($"Section headers of {sectionSize} bytes are shorter than an Elf64_Shdr.");
+        }
+
+        if (namesIndex >= sectionCount)
+        {
+            throw new FormatException($"The section name table index {namesIndex} is past the {sectionCount} sections.");
+        }
+
         var sections = new Section[sectionCount];
         for (int i = 0; i < sectionCount; i++)
         {
-            ReadOnlySpan<byte> header = Slice(elf, sectionTable + (ulong)(i * sectionSize), 64);
+            // i * sectionSize fits easily in 64 bits (both are 16-bit); Slice rejects an offset past the end.
+            ReadOnlySpan<byte> header = Slice(elf, sectionTable + ((ulong)i * (ulong)sectionSize), SectionHeaderSize);
             sections[i] = new Section(
-                NameOffset: U32(header, 0), Type: U32(header, 4), Offset: U64(header, 24), Size: U64(header, 32),
+                NameOffset: U32(header, 0), Type: U32(header, 4), Flags: U64(header, 8), Offset: U64(header, 24), Size: U64(header, 32),
                 Link: U32(header, 40), Info: U32(header, 44));
         }
 
@@ -74,14 +90,19 @@ internal sealed class BpfElfObject
         }
 
         var result = new BpfElfObject(CString(Data(elf, sections[licenseIndex]), 0));
+        if (sections[symtabIndex].Link >= sectionCount)
+        {
+            throw new FormatException($"The symbol table links to section {sections[symtabIndex].Link}, past the {sectionCount} sections.");
+        }
+
         ReadOnlySpan<byte> symbols = Data(elf, sections[symtabIndex]);
-        ReadOnlySpan<byte> symbolNames = Data(elf, sections[sections[symtabIndex].Link]);
-        int symbolCount = symbols.Length / 24;
+        ReadOnlySpan<byte> symbolNames = Data(elf, sections[(int)sections[symtabIndex].Link]);
+        int symbolCount = symbols.Length / SymbolSize;
 
         // Maps: every symbol defined in "maps" is a struct dispatch_map_def (bpf/dispatch.h), five u32.
         for (int s = 0; s < symbolCount && mapsIndex >= 0; s++)
         {
-            ReadOnlySpan<byte> symbol = symbols.Slice(s * 24, 24);
+            ReadOnlySpan<byte> symbol = symbols.Slice(s * SymbolSize, SymbolSize);
             if (U16(symbol, 6) == mapsIndex && U64(symbol, 16) == 20)
             {
                 ReadOnlySpan<byte> definition = Slice(Data(elf, sections[mapsIndex]), U64(symbol, 8), 20);
@@ -99,9 +120,14 @@ internal sealed class BpfElfObject
             }
 
             int target = (int)sections[i].Info;
+            if (sections[target].Type != SectionProgbits || (sections[target].Flags & FlagExecInstr) == 0)
+            {
+                throw new FormatException($"Relocations of {names[target]}, which holds no instructions, are not supported.");
+            }
+
             ReadOnlySpan<byte> relocations = Data(elf, sections[i]);
             var references = new List<BpfMapReference>();
-            for (int r = 0; r + 16 <= relocations.Length; r += 16)
+            for (int r = 0; r + RelocationSize <= relocations.Length; r += RelocationSize)
             {
                 ulong offset = U64(relocations, r);
                 ulong info = U64(relocations, r + 8);
@@ -110,7 +136,19 @@ internal sealed class BpfElfObject
                     throw new FormatException($"Relocation type {(uint)info} in {names[target]} is not supported (only map references).");
                 }
 
-                ReadOnlySpan<byte> symbol = symbols.Slice((int)(info >> 32) * 24, 24);
+                // The relocated instruction is an ld_imm64: two 8-byte slots, both inside the section.
+                if (offset % 8 != 0 || offset > sections[target].Size || sections[target].Size - offset < 16)
+                {
+                    throw new FormatException($"A relocation in {names[target]} at offset {offset} is not a whole 16-byte instruction inside the section.");
+                }
+
+                ulong symbolIndex = info >> 32;
+                if (symbolIndex >= (ulong)symbolCount)
+                {
+                    throw new FormatException($"A relocation in {names[target]} names symbol {symbolIndex}, past the {symbolCount} symbols.");
+                }
+
+                ReadOnlySpan<byte> symbol = symbols.Slice((int)symbolIndex * SymbolSize, SymbolSize);
                 if (U16(symbol, 6) != mapsIndex)
                 {
                     throw new FormatException($"{names[target]} references a symbol outside the maps section (global data or calls are not supported).");
@@ -125,7 +163,7 @@ internal sealed class BpfElfObject
         for (int i = 0; i < sectionCount; i++)
         {
             // A program without map references has no relocation section.
-            if (sections[i].Type == 1 && sections[i].Size > 0 && !names[i].StartsWith('.') && i != licenseIndex && i != mapsIndex && !result._programs.ContainsKey(names[i]))
+            if (sections[i].Type == SectionProgbits && (sections[i].Flags & FlagExecInstr) != 0 && sections[i].Size > 0 && !names[i].StartsWith('.') && i != licenseIndex && i != mapsIndex && !result._programs.ContainsKey(names[i]))
             {
                 result._programs[names[i]] = new BpfElfProgram(names[i], Data(elf, sections[i]).ToArray(), []);
             }
@@ -144,7 +182,7 @@ internal sealed class BpfElfObject
         foreach (BpfMapReference reference in program.MapReferences)
         {
             int at = reference.InstructionIndex * 8;
-            if (instructions[at] != OpLoadImm64)
+            if (at < 0 || at > instructions.Length - 16 || instructions[at] != OpLoadImm64)
             {
                 throw new FormatException($"The map reference to {reference.MapName} at instruction {reference.InstructionIndex} is not a 64-bit immediate load.");
             }
@@ -178,7 +216,7 @@ internal sealed class BpfElfObject
 
     private static ulong U64(ReadOnlySpan<byte> data, int offset) => BinaryPrimitives.ReadUInt64LittleEndian(data[offset..]);
 
-    private readonly record struct Section(uint NameOffset, uint Type, ulong Offset, ulong Size, uint Link, uint Info);
+    private readonly record struct Section(uint NameOffset, uint Type, ulong Flags, ulong Offset, ulong Size, uint Link, uint Info);
 }
 
 /// <summary>One program section: its raw instructions (8 bytes each) and the map references to patch.</summary>

@@ -99,9 +99,17 @@ internal static unsafe class BpfSyscall
             {
                 const int LogSize = 1 << 16;
                 byte[] buffer = new byte[LogSize];
+                int retry;
                 fixed (byte* logBuffer = buffer)
                 {
-                    _ = TryLoad(type, expectedAttachType, insns, count, lic, name, logBuffer, LogSize);
+                    retry = TryLoad(type, expectedAttachType, insns, count, lic, name, logBuffer, LogSize);
+                }
+
+                if (retry >= 0)
+                {
+                    // Accepted this time (the first refusal was transient): keep the program rather
+                    // than leak its descriptor.
+                    return new BpfFd(retry);
                 }
 
                 int end = Array.IndexOf(buffer, (byte)0);

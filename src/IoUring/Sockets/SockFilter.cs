@@ -19,6 +19,11 @@ internal readonly struct SockFilter
     private const ushort BpfA = 0x10;
     private const ushort BpfAlu = 0x04;
     private const ushort BpfMod = 0x90;
+    private const ushort BpfJmp = 0x05;
+    private const ushort BpfJeq = 0x10;
+
+    /// <summary>BPF_MAXINSNS (linux/bpf_common.h): the longest classic program the kernel accepts.</summary>
+    public const int MaxInstructions = 4096;
 
     // Loads from these negative offsets read ancillary data instead of packet bytes (SKF_AD_OFF is
     // -0x1000, SKF_AD_CPU is 36): the CPU that is processing the incoming SYN.
@@ -46,6 +51,9 @@ internal readonly struct SockFilter
 
     // "mod #k": accumulator %= k (k must not be 0; the kernel's checker refuses it).
     public static SockFilter ModuloConstant(uint k) => new((ushort)(BpfAlu | BpfMod | BpfK), 0, 0, k);
+
+    // "jeq #k, jt, jf": skip jt instructions when accumulator == k, else jf.
+    public static SockFilter JumpIfEqual(uint k, byte jumpTrue, byte jumpFalse) => new((ushort)(BpfJmp | BpfJeq | BpfK), jumpTrue, jumpFalse, k);
 
     // "ld #cpu": accumulator = CPU handling the packet. Followed by ReturnAccumulator this steers each
     // connection to the listener whose index equals that CPU, which is the usual way to keep a

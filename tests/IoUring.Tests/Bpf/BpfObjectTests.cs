@@ -38,6 +38,13 @@ public class BpfObjectTests
             }
         }
 
+        string pinned = File.ReadAllText(Path.Combine(BpfDirectory, "CLANG_VERSION")).Trim();
+        string installed = ClangMajorVersion();
+        if (installed != pinned)
+        {
+            Assert.Skip($"The committed objects were built with clang {pinned} (bpf/CLANG_VERSION); this machine has clang {installed}, which may emit other bytes.");
+        }
+
         string output = Path.Combine(Path.GetTempPath(), "iouring-bpf-" + Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(output);
         try
@@ -124,9 +131,71 @@ public class BpfObjectTests
         Assert.Throws<FormatException>(() => BpfElfObject.Parse(truncated));
     }
 
+    [Theory]
+    [InlineData("section header size below 64")]
+    [InlineData("section name table index past the sections")]
+    [InlineData("symbol table link past the sections")]
+    [InlineData("relocation symbol index past the symbols")]
+    [InlineData("relocation offset not instruction-aligned")]
+    [InlineData("relocation on the last instruction (half an ld_imm64)")]
+    [InlineData("relocation offset past the section")]
+    [InlineData("program section not executable")]
+    public void TheReaderRefusesACorruptedObjectWithAFormatException(string corruption)
+    {
+        byte[] elf = File.ReadAllBytes(Path.Combine(BpfDirectory, "least_connections.bpf.o"));
+        _ = BpfElfObject.Parse(elf); // intact, it parses
+        Span<byte> bytes = elf;
+        int sectionTable = (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes[0x28..]);
+        int sectionCount = BinaryPrimitives.ReadUInt16LittleEndian(bytes[0x3C..]);
+        Span<byte> Header(int index) => elf.AsSpan(sectionTable + (index * 64), 64);
+        int symtab = Enumerable.Range(0, sectionCount).Single(i => BinaryPrimitives.ReadUInt32LittleEndian(Header(i)[4..]) == 2);
+        int rel = Enumerable.Range(0, sectionCount).First(i => BinaryPrimitives.ReadUInt32LittleEndian(Header(i)[4..]) == 9);
+        int program = (int)BinaryPrimitives.ReadUInt32LittleEndian(Header(rel)[44..]);
+        Span<byte> firstRelocation = elf.AsSpan((int)BinaryPrimitives.ReadUInt64LittleEndian(Header(rel)[24..]), 16);
+        ulong programSize = BinaryPrimitives.ReadUInt64LittleEndian(Header(program)[32..]);
+
+        switch (corruption)
+        {
+            case "section header size below 64":
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes[0x3A..], 40);
+                break;
+            case "section name table index past the sections":
+                BinaryPrimitives.WriteUInt16LittleEndian(bytes[0x3E..], (ushort)sectionCount);
+                break;
+            case "symbol table link past the sections":
+                BinaryPrimitives.WriteUInt32LittleEndian(Header(symtab)[40..], 0xFFFF);
+                break;
+            case "relocation symbol index past the symbols":
+                BinaryPrimitives.WriteUInt32LittleEndian(firstRelocation[12..], 0xFFFFFFFF); // high half of r_info
+                break;
+            case "relocation offset not instruction-aligned":
+                BinaryPrimitives.WriteUInt64LittleEndian(firstRelocation, BinaryPrimitives.ReadUInt64LittleEndian(firstRelocation) + 4);
+                break;
+            case "relocation on the last instruction (half an ld_imm64)":
+                BinaryPrimitives.WriteUInt64LittleEndian(firstRelocation, programSize - 8);
+                break;
+            case "relocation offset past the section":
+                BinaryPrimitives.WriteUInt64LittleEndian(firstRelocation, ulong.MaxValue - 7);
+                break;
+            case "program section not executable":
+                BinaryPrimitives.WriteUInt64LittleEndian(Header(program)[8..], BinaryPrimitives.ReadUInt64LittleEndian(Header(program)[8..]) & ~4UL);
+                break;
+            default:
+                Assert.Fail(corruption);
+                break;
+        }
+
+        Assert.Throws<FormatException>(() => BpfElfObject.Parse(elf));
+    }
+
     [Fact]
     public void BtfLookupFindsStructsAndFunctionsOfTheRunningKernelByKind()
     {
+        if (!File.Exists("/sys/kernel/btf/vmlinux"))
+        {
+            Assert.Skip("The kernel exposes no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF).");
+        }
+
         HashSet<(int Kind, string Name)>? found = BtfTypes.Find(
         [
             (BtfTypes.KindStruct, "sk_reuseport_md"),
@@ -138,6 +207,18 @@ public class BpfObjectTests
         Assert.NotNull(found);
         Assert.Equal([(BtfTypes.KindStruct, "sk_reuseport_md"), (BtfTypes.KindFunc, "tcp_v4_connect")], found.OrderBy(f => f.Name, StringComparer.Ordinal));
         Assert.Null(BtfTypes.Find([(BtfTypes.KindStruct, "x")], "/nonexistent/btf"));
+    }
+
+    /// <summary>The major version from <c>clang --version</c> ("... clang version 14.0.6 ...").</summary>
+    private static string ClangMajorVersion()
+    {
+        using Process clang = Process.Start(new ProcessStartInfo("clang", ["--version"]) { RedirectStandardOutput = true })!;
+        string text = clang.StandardOutput.ReadToEnd();
+        clang.WaitForExit();
+        Assert.True(clang.ExitCode == 0, $"clang --version exited with {clang.ExitCode}");
+        System.Text.RegularExpressions.Match version = System.Text.RegularExpressions.Regex.Match(text, @"clang version (\d+)\.");
+        Assert.True(version.Success, "clang --version printed no version:\n" + text);
+        return version.Groups[1].Value;
     }
 
     private static bool OnPath(string tool)

@@ -23,6 +23,7 @@ public unsafe class LeastConnectionsProgramTests
     [Fact]
     public void ConnectionsGoToTheLessLoadedSocketAndAreCounted()
     {
+        SkipUnlessBpfCapable();
         using var group = new Group(fillSlot0: true);
         group.SetActive(1, 100); // socket 1 is busy: everything should go to socket 0
 
@@ -39,6 +40,7 @@ public unsafe class LeastConnectionsProgramTests
     [Fact]
     public void AnEmptySlotLeavesTheChoiceToTheKernelsHash()
     {
+        SkipUnlessBpfCapable();
         using var group = new Group(fillSlot0: false);
         group.SetActive(1, 100); // the program picks slot 0, which holds no socket
 
@@ -53,13 +55,22 @@ public unsafe class LeastConnectionsProgramTests
         Assert.Equal(0UL, group.Dispatched(1));
     }
 
+    private static void SkipUnlessBpfCapable()
+    {
+        string? missing = BpfPrivileges.MissingForReuseportPrograms();
+        if (missing is not null)
+        {
+            Assert.Skip($"Loading an sk_reuseport program needs {missing}, which this process lacks.");
+        }
+    }
+
     /// <summary>Two listeners on one port, the program attached, the load map mapped.</summary>
     private sealed class Group : IDisposable
     {
-        private readonly int[] _listeners = new int[2];
-        private readonly BpfFd _load;
-        private readonly BpfFd _sockets;
-        private readonly BpfFd _program;
+        private readonly int[] _listeners = [-1, -1];
+        private readonly BpfFd? _load;
+        private readonly BpfFd? _sockets;
+        private readonly BpfFd? _program;
         private readonly byte* _memory;
         private readonly nuint _length = (nuint)Environment.SystemPageSize;
         private readonly System.Collections.Generic.List<Socket> _clients = [];
@@ -67,30 +78,39 @@ public unsafe class LeastConnectionsProgramTests
 
         public Group(bool fillSlot0)
         {
-            _listeners[0] = LinuxSocket.CreateListener(new IPEndPoint(IPAddress.Loopback, 0), 64, reusePort: true);
-            _endPoint = (IPEndPoint)LinuxSocket.GetLocalEndPoint(_listeners[0])!;
-            _listeners[1] = LinuxSocket.CreateListener(_endPoint, 64, reusePort: true);
-
-            _load = BpfSyscall.CreateMap(BpfSyscall.MapTypeArray, 4, EntrySize, 2, BpfSyscall.MapFlagMmapable, "test_load");
-            void* memory = Libc.Mmap(null, _length, Libc.ProtRead | Libc.ProtWrite, Libc.MapShared, _load.Value, 0);
-            Assert.True(memory != Libc.MapFailed, $"mmap of the load map failed: errno {Libc.LastErrno}");
-            _memory = (byte*)memory;
-            for (int i = 0; i < 2; i++)
+            try
             {
-                Volatile.Write(ref *(long*)(_memory + (i * EntrySize) + 24), 2); // ring_load.rings
-            }
+                _listeners[0] = LinuxSocket.CreateListener(new IPEndPoint(IPAddress.Loopback, 0), 64, reusePort: true);
+                _endPoint = (IPEndPoint)LinuxSocket.GetLocalEndPoint(_listeners[0])!;
+                _listeners[1] = LinuxSocket.CreateListener(_endPoint, 64, reusePort: true);
 
-            _sockets = BpfSyscall.CreateMap(BpfSyscall.MapTypeReuseportSockArray, 4, 8, 2, 0, "test_sockets");
-            for (uint slot = fillSlot0 ? 0u : 1u; slot < 2; slot++)
+                BpfFd load = _load = BpfSyscall.CreateMap(BpfSyscall.MapTypeArray, 4, EntrySize, 2, BpfSyscall.MapFlagMmapable, "test_load");
+                void* memory = Libc.Mmap(null, _length, Libc.ProtRead | Libc.ProtWrite, Libc.MapShared, load.Value, 0);
+                Assert.True(memory != Libc.MapFailed, $"mmap of the load map failed: errno {Libc.LastErrno}");
+                _memory = (byte*)memory;
+                for (int i = 0; i < 2; i++)
+                {
+                    Volatile.Write(ref *(long*)(_memory + (i * EntrySize) + 24), 2); // ring_load.rings
+                }
+
+                BpfFd sockets = _sockets = BpfSyscall.CreateMap(BpfSyscall.MapTypeReuseportSockArray, 4, 8, 2, 0, "test_sockets");
+                for (uint slot = fillSlot0 ? 0u : 1u; slot < 2; slot++)
+                {
+                    ulong fd = (ulong)_listeners[slot];
+                    BpfSyscall.UpdateElement(sockets, &slot, &fd);
+                }
+
+                BpfElfObject elf = BpfElfObject.Parse(File.ReadAllBytes(Path.Combine(BpfObjectTests.BpfDirectory, "least_connections.bpf.o")));
+                byte[] instructions = BpfElfObject.Relocate(elf.Programs["sk_reuseport"], map => map == "ring_sockets" ? sockets.Value : load.Value);
+                BpfFd program = _program = BpfSyscall.LoadProgram(BpfSyscall.ProgTypeSkReuseport, BpfSyscall.AttachTypeSkReuseportSelect, instructions, elf.License, "test_least");
+                LinuxSocket.AttachReuseportEbpf(_listeners[0], program.Value);
+            }
+            catch
             {
-                ulong fd = (ulong)_listeners[slot];
-                BpfSyscall.UpdateElement(_sockets, &slot, &fd);
+                // A failed step (no capability, a refused program) must not leak what came before.
+                Dispose();
+                throw;
             }
-
-            BpfElfObject elf = BpfElfObject.Parse(File.ReadAllBytes(Path.Combine(BpfObjectTests.BpfDirectory, "least_connections.bpf.o")));
-            byte[] instructions = BpfElfObject.Relocate(elf.Programs["sk_reuseport"], map => map == "ring_sockets" ? _sockets.Value : _load.Value);
-            _program = BpfSyscall.LoadProgram(BpfSyscall.ProgTypeSkReuseport, BpfSyscall.AttachTypeSkReuseportSelect, instructions, elf.License, "test_least");
-            LinuxSocket.AttachReuseportEbpf(_listeners[0], _program.Value);
         }
 
         public void SetActive(int slot, long active) => Volatile.Write(ref *(long*)(_memory + (slot * EntrySize)), active);
@@ -134,12 +154,22 @@ public unsafe class LeastConnectionsProgramTests
                 client.Dispose();
             }
 
-            Libc.Close(_listeners[0]);
-            Libc.Close(_listeners[1]);
-            _program.Dispose();
-            _sockets.Dispose();
-            _ = Libc.Munmap(_memory, _length);
-            _load.Dispose();
+            foreach (int listener in _listeners)
+            {
+                if (listener >= 0)
+                {
+                    Libc.Close(listener);
+                }
+            }
+
+            _program?.Dispose();
+            _sockets?.Dispose();
+            if (_memory != null)
+            {
+                _ = Libc.Munmap(_memory, _length);
+            }
+
+            _load?.Dispose();
         }
     }
 }
