@@ -12,50 +12,17 @@ namespace IoUring.FunctionalTests;
 public class ShutdownTests
 {
     [Fact]
-    public async Task GracefulShutdownCompletesTheRequestInFlight()
-    {
-        var requestStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        TestServer server = await TestServer.StartAsync(app => app.Run(async context =>
+    public Task GracefulShutdownCompletesTheRequestInFlight()
+        => StopWithARequestInFlightAsync((_, stopping) =>
         {
-            requestStarted.TrySetResult();
-            await release.Task;
-            await context.Response.WriteAsync("finished");
-        }));
-        await using (server)
-        {
-            using HttpClient client = server.CreateClient();
-            Task<string> request = client.GetStringAsync("/", TestContext.Current.CancellationToken);
-            await requestStarted.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
-
-            Task stopping = server.StopAsync(TimeSpan.FromSeconds(30));
             Assert.False(stopping.IsCompleted, "stop must wait for the request in flight");
-
-            Assert.False(request.IsCompleted);
-            release.SetResult();
-            Assert.Equal("finished", await request.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
-            await stopping.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
-        }
-    }
+            return Task.CompletedTask;
+        });
 
     [Fact]
-    public async Task StopRefusesNewConnectionsWhileTheRequestInFlightFinishes()
-    {
-        var requestStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        TestServer server = await TestServer.StartAsync(app => app.Run(async context =>
+    public Task StopRefusesNewConnectionsWhileTheRequestInFlightFinishes()
+        => StopWithARequestInFlightAsync(async (server, _) =>
         {
-            requestStarted.TrySetResult();
-            await release.Task;
-            await context.Response.WriteAsync("finished");
-        }));
-        await using (server)
-        {
-            using HttpClient client = server.CreateClient();
-            Task<string> request = client.GetStringAsync("/", TestContext.Current.CancellationToken);
-            await requestStarted.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
-            Task stopping = server.StopAsync(TimeSpan.FromSeconds(30));
-
             // Unbinding takes effect soon, not at once: probe until a connection is refused. A
             // probe that got in before that is an ordinary connection the server must close; one
             // still in the listening socket's queue when it closed is reset by the kernel.
@@ -79,6 +46,30 @@ public class ShutdownTests
                 Assert.True(DateTime.UtcNow < deadline, "the listener still accepts connections after stop began");
                 await Task.Delay(1, TestContext.Current.CancellationToken);
             }
+        });
+
+    /// <summary>
+    /// Starts a request that waits, begins a graceful stop, runs <paramref name="whileStopping"/>,
+    /// then lets the request finish: it must complete, and so must the stop.
+    /// </summary>
+    private static async Task StopWithARequestInFlightAsync(Func<TestServer, Task, Task> whileStopping)
+    {
+        var requestStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        TestServer server = await TestServer.StartAsync(app => app.Run(async context =>
+        {
+            requestStarted.TrySetResult();
+            await release.Task;
+            await context.Response.WriteAsync("finished");
+        }));
+        await using (server)
+        {
+            using HttpClient client = server.CreateClient();
+            Task<string> request = client.GetStringAsync("/", TestContext.Current.CancellationToken);
+            await requestStarted.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            Task stopping = server.StopAsync(TimeSpan.FromSeconds(30));
+
+            await whileStopping(server, stopping);
 
             Assert.False(request.IsCompleted);
             release.SetResult();

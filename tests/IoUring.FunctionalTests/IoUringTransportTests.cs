@@ -32,6 +32,11 @@ public class IoUringTransportTests
     private static IoUringTransportFactory Factory(IServiceProvider services)
         => services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
 
+    /// <summary>The port a started host's first endpoint is bound to.</summary>
+    private static int PortOf(IHost host)
+        => new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
+            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+
     [Fact]
     public async Task ConnectionsRunOnIoUringRings()
     {
@@ -121,8 +126,7 @@ public class IoUringTransportTests
                 })))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         using var client = new HttpClient();
         for (int i = 0; i < 3; i++)
         {
@@ -182,8 +186,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
 
         async Task<bool> Exchange(byte tag, int size, Task? before)
         {
@@ -262,8 +265,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         RingThread ring = Factory(host.Services).Group!.Rings[0];
 
         var sockets = new List<Socket>();
@@ -312,7 +314,7 @@ public class IoUringTransportTests
             .ConfigureWebHost(web => web
                 .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
                 {
-                    ringOfClientPort[((IPEndPoint)connection.RemoteEndPoint!).Port] = ((IoUringConnection)connection).RingIndex;
+                    ringOfClientPort[((IPEndPoint)connection.RemoteEndPoint!).Port] = ((IoUringConnection)connection).Ring.Index;
                     try
                     {
                         await ConnectionMiddlewareTests.EchoAsync(connection);
@@ -330,8 +332,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         RingGroup group = Factory(host.Services).Group!;
 
         async Task<Socket> ConnectAndEcho()
@@ -540,8 +541,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         foreach ((string first, string eventName) in new[] { ("a", "ConnectionWriteRst"), ("f", "ConnectionWriteFin") })
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -572,8 +572,7 @@ public class IoUringTransportTests
                 .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
 
         // The kernel reports a listening socket's accept queue limit as tcpi_sacked in TCP_INFO
         // (tcp_get_info in net/ipv4/tcp.c); offset 28 of struct tcp_info.
@@ -648,8 +647,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
             await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
@@ -685,8 +683,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         RingThread ring = Factory(host.Services).Group!.Rings[0];
 
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -853,8 +850,7 @@ public class IoUringTransportTests
                 .Configure(app => app.Run(context => context.Response.WriteAsync("sockets"))))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
+        int port = PortOf(host);
         using var client = new HttpClient();
         Assert.Equal("sockets", await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
         Assert.NotEqual("IoUringConnection", connectionType);

@@ -116,16 +116,13 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public MemoryPool<byte> MemoryPool { get; }
 
-    /// <summary>The index of the ring that owns the connection.</summary>
-    public int RingIndex => _ring.Index;
-
     public override CancellationToken ConnectionClosed { get; set; }
 
     public override EndPoint? LocalEndPoint { get; set; }
 
     public override EndPoint? RemoteEndPoint { get; set; }
 
-    /// <summary>The ring that owns this connection (tests check which one dispatch chose).</summary>
+    /// <summary>The ring that owns this connection (tests check which one dispatch chose, or which one failed).</summary>
     internal RingThread Ring => _ring;
 
     /// <summary>
