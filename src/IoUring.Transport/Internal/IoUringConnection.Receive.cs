@@ -68,6 +68,7 @@ internal sealed unsafe partial class IoUringConnection
         {
             _ring.BytesReceived += result;
             Deliver(cqe.BufferId, result);
+            _ring.DataDelivered();
             if (!_inputDone && _maxReadBufferSize > 0 && _reader.Length >= _maxReadBufferSize)
             {
                 PauseReceive();

@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.InteropServices;
 using System.Threading;
@@ -20,6 +21,11 @@ namespace IoUring.Transport.Internal;
 internal sealed unsafe class RingThread
 {
     private const int CompletionBatch = 256;
+
+    // How long the ring waits on the CPU for the responses to data it just delivered before it
+    // sleeps in io_uring_enter (see AwaitWorkBriefly).
+    private static readonly long s_awaitWorkTicks = Stopwatch.Frequency / 50_000; // 20 µs
+    private static readonly bool s_singleProcessor = Environment.ProcessorCount == 1;
 
     private readonly ConcurrentQueue<(IRingWork Work, int Operation)> _queue = new();
     private readonly IoUringTransportOptions _options;
@@ -42,6 +48,7 @@ internal sealed unsafe class RingThread
     private int _liveSlots;            // ring thread only.
     private long _activeConnections;   // ring thread writes; see ActiveConnections.
     private int _buffersOut;           // provided buffers the kernel filled and we have not given back (ring thread only).
+    private bool _dataDelivered;       // data went to an application since the ring last slept (ring thread only).
     private ReceiveBufferMemory[] _bufferMemory = [];
     private Exception? _startError;
     private Exception? _endReason;     // set once by the ring thread when its loop ended (failed or stopped); Posts are rejected from then on
@@ -403,6 +410,15 @@ internal sealed unsafe class RingThread
                 continue;
             }
 
+            if (_dataDelivered)
+            {
+                _dataDelivered = false;
+                if (AwaitWorkBriefly())
+                {
+                    continue;
+                }
+            }
+
             // Announce the sleep, then look once more: a Post that missed the flag is seen here.
             Interlocked.Exchange(ref _needsWake, 1);
             if (!_queue.IsEmpty || !_returnedBuffers.IsEmpty || (_stopping && _liveSlots == 0 && _buffersOut == 0))
@@ -414,6 +430,38 @@ internal sealed unsafe class RingThread
             Submit(_ring.SubmitAndWait(1));
             Interlocked.Exchange(ref _needsWake, 0);
         }
+    }
+
+    /// <summary>Notes that received data went to an application: its response is likely to follow shortly (ring thread).</summary>
+    public void DataDelivered() => _dataDelivered = true;
+
+    /// <summary>
+    /// Applications usually answer data within microseconds. Waiting that long for their work on
+    /// the CPU is cheaper than sleeping in io_uring_enter and being woken through the eventfd (a
+    /// write by the poster, a wake-up and a context switch here). On one processor the ring yields
+    /// instead of spinning, so the threads that produce the work can run. Returns whether work came.
+    /// </summary>
+    private bool AwaitWorkBriefly()
+    {
+        long deadline = Stopwatch.GetTimestamp() + s_awaitWorkTicks;
+        do
+        {
+            if (!_queue.IsEmpty)
+            {
+                return true; // returned buffers alone do not end the wait: they come before the response
+            }
+
+            if (s_singleProcessor)
+            {
+                Thread.Yield();
+            }
+            else
+            {
+                Thread.SpinWait(32);
+            }
+        }
+        while (Stopwatch.GetTimestamp() < deadline);
+        return false;
     }
 
     private bool DrainReturnedBuffers()
