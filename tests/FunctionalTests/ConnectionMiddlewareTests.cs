@@ -20,7 +20,10 @@ public class ConnectionMiddlewareTests
     internal static void Echo(ListenOptions listen) => listen.Run(EchoAsync);
 
     /// <summary>Echoes every byte back until the peer's FIN, then completes the output.</summary>
-    internal static async Task EchoAsync(ConnectionContext connection)
+    internal static Task EchoAsync(ConnectionContext connection) => EchoAsync(connection, afterEachRead: null);
+
+    /// <summary>As <see cref="EchoAsync(ConnectionContext)"/>, awaiting <paramref name="afterEachRead"/> after each read (a slow application).</summary>
+    internal static async Task EchoAsync(ConnectionContext connection, Func<Task>? afterEachRead)
     {
         PipeReader input = connection.Transport.Input;
         PipeWriter output = connection.Transport.Output;
@@ -36,6 +39,11 @@ public class ConnectionMiddlewareTests
             if (result.IsCompleted)
             {
                 break;
+            }
+
+            if (afterEachRead is not null)
+            {
+                await afterEachRead();
             }
         }
 
@@ -139,6 +147,27 @@ public class ConnectionMiddlewareTests
 
         await allFired.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
         Assert.Equal(Connections, Volatile.Read(ref fired));
+    }
+
+    /// <summary>Reads until FIN or reset; returns the bytes and whether it ended by reset.</summary>
+    internal static async Task<(byte[] Data, bool Reset)> ReadToEndOrResetAsync(Socket socket)
+    {
+        using var all = new MemoryStream();
+        var buffer = new byte[64 * 1024];
+        try
+        {
+            int n;
+            while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
+            {
+                all.Write(buffer, 0, n);
+            }
+
+            return (all.ToArray(), false);
+        }
+        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+        {
+            return (all.ToArray(), true);
+        }
     }
 
     internal static int GetFreePort()

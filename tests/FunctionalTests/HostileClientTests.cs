@@ -44,7 +44,7 @@ public class HostileClientTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
         var elapsed = Stopwatch.StartNew();
-        (byte[] data, _) = await ReadToEndAsync(socket).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        (byte[] data, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
         Assert.Empty(data);
         Assert.True(elapsed.Elapsed >= s_limit - TimeSpan.FromMilliseconds(200), $"closed after {elapsed.Elapsed}, before the keep-alive timeout");
         await AssertServesAsync(server);
@@ -56,7 +56,7 @@ public class HostileClientTests
         await using TestServer server = await StartAsync();
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        Task<(byte[] Data, bool Reset)> response = ReadToEndAsync(socket);
+        Task<(byte[] Data, bool Reset)> response = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
         byte[] request = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + new string('a', 1000));
         var elapsed = Stopwatch.StartNew();
         int sent = 0;
@@ -89,7 +89,7 @@ public class HostileClientTests
         await using TestServer server = await StartAsync();
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        Task<(byte[] Data, bool Reset)> response = ReadToEndAsync(socket);
+        Task<(byte[] Data, bool Reset)> response = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
         await socket.SendAsync("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
         int sent = 0;
         // Ten bytes a second against a minimum of 1000.
@@ -146,7 +146,7 @@ public class HostileClientTests
             {
                 using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
                 await socket.ConnectAsync(IPAddress.Loopback, server.Port);
-                Task<(byte[] Data, bool Reset)> response = ReadToEndAsync(socket);
+                Task<(byte[] Data, bool Reset)> response = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
                 try
                 {
                     await socket.SendAsync(payload, SocketFlags.None);
@@ -200,26 +200,5 @@ public class HostileClientTests
         using var content = new ByteArrayContent(new byte[5000]);
         using HttpResponseMessage response = await client.PostAsync("/", content, TestContext.Current.CancellationToken);
         Assert.Equal("ok 5000", await response.Content.ReadAsStringAsync(TestContext.Current.CancellationToken));
-    }
-
-    /// <summary>Reads until FIN or reset.</summary>
-    private static async Task<(byte[] Data, bool Reset)> ReadToEndAsync(Socket socket)
-    {
-        using var all = new MemoryStream();
-        var buffer = new byte[16 * 1024];
-        try
-        {
-            int n;
-            while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
-            {
-                all.Write(buffer, 0, n);
-            }
-
-            return (all.ToArray(), false);
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
-        {
-            return (all.ToArray(), true);
-        }
     }
 }

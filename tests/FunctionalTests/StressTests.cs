@@ -182,33 +182,12 @@ public class StressTests
         return socket;
     }
 
-    /// <summary>Reads until FIN or reset; returns the bytes and whether it ended by reset.</summary>
-    private static async Task<(byte[] Data, bool Reset)> ReadToEndAsync(Socket socket)
-    {
-        using var all = new System.IO.MemoryStream();
-        var buffer = new byte[64 * 1024];
-        try
-        {
-            int n;
-            while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
-            {
-                all.Write(buffer, 0, n);
-            }
-
-            return (all.ToArray(), false);
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
-        {
-            return (all.ToArray(), true);
-        }
-    }
-
     /// <summary>Sends everything (in one send or random small chunks), half-closes, expects the same bytes back and a FIN.</summary>
     private static async Task<string?> EchoAsync(int port, int size, int seed, bool chunked)
     {
         byte[] payload = Payload(size, seed);
         using Socket socket = await ConnectAsync(port, Echo, 0);
-        Task<(byte[] Data, bool Reset)> echo = ReadToEndAsync(socket);
+        Task<(byte[] Data, bool Reset)> echo = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
         if (chunked)
         {
             var random = new Random(seed);
@@ -241,7 +220,7 @@ public class StressTests
         _ = seed;
         using Socket socket = await ConnectAsync(port, Echo, 0);
         socket.Shutdown(SocketShutdown.Send);
-        (byte[] data, bool reset) = await ReadToEndAsync(socket);
+        (byte[] data, bool reset) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
         return reset ? "reset instead of FIN" : data.Length == 0 ? null : $"{data.Length} unexpected bytes";
     }
 
@@ -278,7 +257,7 @@ public class StressTests
     {
         byte[] payload = Payload(size, seed);
         using Socket socket = await ConnectAsync(port, AbortAfter, cut);
-        Task<(byte[] Data, bool Reset)> echo = ReadToEndAsync(socket);
+        Task<(byte[] Data, bool Reset)> echo = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
         try
         {
             await socket.SendAsync(payload, SocketFlags.None);

@@ -1,5 +1,4 @@
 using System;
-using System.IO.Pipelines;
 using System.Linq;
 using System.Net;
 using System.Net.Http;
@@ -44,7 +43,9 @@ public class FaultTests
                 o.ReceiveBufferCount = 8;
                 o.ReceiveBufferSize = 1024;
             },
-            listen => listen.Run(SlowEchoAsync));
+            listen => listen.Run(connection => ConnectionMiddlewareTests.EchoAsync(
+                connection,
+                afterEachRead: async () => await Task.Yield()))); // a slow application: other connections' data piles up meanwhile
 
         var exchanges = new Task<bool>[32];
         for (int i = 0; i < exchanges.Length; i++)
@@ -58,30 +59,6 @@ public class FaultTests
         Assert.True(shortages > 0, "the buffer ring never ran dry: the test did not provoke ENOBUFS");
         Assert.True(await EchoExchangeAsync(server.Port, 10_000, 99), "the server stopped serving after the shortage");
         TestContext.Current.SendDiagnosticMessage($"ENOBUFS shortages: {shortages}");
-
-        static async Task SlowEchoAsync(ConnectionContext connection)
-        {
-            PipeReader input = connection.Transport.Input;
-            PipeWriter output = connection.Transport.Output;
-            while (true)
-            {
-                ReadResult result = await input.ReadAsync();
-                foreach (ReadOnlyMemory<byte> segment in result.Buffer)
-                {
-                    await output.WriteAsync(segment);
-                }
-
-                input.AdvanceTo(result.Buffer.End);
-                if (result.IsCompleted)
-                {
-                    break;
-                }
-
-                await Task.Yield(); // a slow application: other connections' data piles up meanwhile
-            }
-
-            await output.CompleteAsync();
-        }
     }
 
     /// <summary>
