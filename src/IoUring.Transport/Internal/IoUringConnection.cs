@@ -245,14 +245,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         if (!_closed)
         {
             _closed = true;
-            try
-            {
-                LinuxSocket.SetLingerZero(_fd); // the close resets, as an abort does
-            }
-            catch (SocketException)
-            {
-            }
-
+            _ = LinuxSocket.TrySetLingerZero(_fd); // the close resets, as an abort does
             Libc.Close(_fd);
             _ringClosed.TrySetResult();
         }
@@ -262,7 +255,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// Handling this connection threw on the ring thread (a bug, or a ring that could not take an
     /// SQE): end it here and now, without relying on ring operations that may have been lost.
     /// </summary>
-    public unsafe void FailOnRing(Exception error)
+    public void FailOnRing(Exception error)
     {
         lock (_shutdownLock)
         {
@@ -282,10 +275,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _shutdownRequested = true;
         try
         {
-            LinuxSocket.SetLingerZero(_fd);
-            Sqe* sqe = _ring.GetSqe();
-            sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All); // what is in flight ends with ECANCELED
-            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+            ResetAndCancelInFlight();
         }
         catch (Exception)
         {
@@ -437,7 +427,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _ring.Post(this, OpShutdown);
     }
 
-    private unsafe void ShutdownOnRing()
+    private void ShutdownOnRing()
     {
         if (_closed)
         {
@@ -448,19 +438,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         if (_abortive)
         {
             IoUringTransportLog.ConnectionWriteRst(_logger, ConnectionId, _shutdownReason?.Message ?? "");
-            // SO_LINGER {on, 0}: the close below sends RST and drops unsent data. It cannot fail
-            // on a socket we still hold; if the peer reset first there is nothing to reset anyway.
-            try
-            {
-                LinuxSocket.SetLingerZero(_fd);
-            }
-            catch (SocketException)
-            {
-            }
-
-            Sqe* sqe = _ring.GetSqe();
-            sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All);
-            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+            ResetAndCancelInFlight();
         }
         else
         {
@@ -474,6 +452,18 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         {
             EndReceive(_shutdownReason);
         }
+    }
+
+    /// <summary>
+    /// SO_LINGER {on, 0}, so the close sends RST and drops unsent data (if the peer reset first
+    /// there is nothing to reset), and a cancel of everything in flight on the fd (ring thread).
+    /// </summary>
+    private unsafe void ResetAndCancelInFlight()
+    {
+        _ = LinuxSocket.TrySetLingerZero(_fd);
+        Sqe* sqe = _ring.GetSqe();
+        sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All); // what is in flight ends with ECANCELED
+        sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
     }
 
     private void TryFinishClose()

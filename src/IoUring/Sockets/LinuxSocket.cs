@@ -330,6 +330,16 @@ internal static unsafe class LinuxSocket
         }
     }
 
+    /// <summary>
+    /// <see cref="SetLingerZero"/> that reports failure instead of throwing: on a connection the
+    /// peer already reset there is nothing left to reset, which is not an error for the caller.
+    /// </summary>
+    public static bool TrySetLingerZero(int fd)
+    {
+        var linger = new Linger { OnOff = 1, Seconds = 0 };
+        return SocketInterop.SetSockOpt(fd, SocketInterop.SOL_SOCKET, SocketInterop.SO_LINGER, &linger, sizeof(Linger)) == 0;
+    }
+
     public static AddressFamily GetAddressFamily(int fd) =>
         GetIntOption(fd, SocketInterop.SOL_SOCKET, SocketInterop.SO_DOMAIN) switch
         {
