@@ -257,6 +257,13 @@ def ratio(a, b):
     return a / b
 
 
+def warmup_text(meta):
+    until = meta.get("warmup_until")
+    if until:
+        return f"at least {meta.get('warmup_s')} s warm-up (then until {until})"
+    return f"{meta.get('warmup_s')} s warm-up"
+
+
 def write_markdown(summary, rows, meta, path):
     lines = []
     dirty = meta.get("dirty_files", "0")
@@ -266,7 +273,7 @@ def write_markdown(summary, rows, meta, path):
                  + f"{meta.get('virtualization')}) · .NET SDK {meta.get('dotnet_sdk')}")
     lines.append("")
     lines.append(f"Server on CPU {meta.get('server_cpu')}, load generator on CPU {meta.get('client_cpu')}; "
-                 f"{meta.get('rounds')} rounds of {meta.get('warmup_s')} s warm-up + {meta.get('duration_s')} s measured "
+                 f"{meta.get('rounds')} rounds of {warmup_text(meta)} + {meta.get('duration_s')} s measured "
                  f"per scenario and transport, transports alternating; medians over rounds. "
                  f"UnsafePreferInlineScheduling={meta.get('inline')}. "
                  f"Load average {meta.get('loadavg_start')} at start, {meta.get('loadavg_end')} at end; "

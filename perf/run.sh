@@ -12,7 +12,12 @@
 #
 # Environment (defaults in brackets):
 #   DURATION [8]      seconds measured per run
-#   WARMUP [3]        seconds of the same load before each measured run (JIT, tiering, pools)
+#   WARMUP [20]       least seconds of the same load before each measured run; the warm-up then
+#                     goes on in WARMUP_SLICE [2] s slices until the JIT compiled fewer than
+#                     JIT_QUIET [50] methods in each of the last two slices, at most MAX_WARMUP [90] s.
+#                     Tier-1 recompilation under load takes 15-30 s on one pinned core (the JIT's
+#                     background thread shares the core with the load), and a run measured before it
+#                     ends times a mix of unoptimized and optimized code
 #   ROUNDS [3]        runs per scenario and transport; the report gives medians
 #   SCENARIOS         space-separated; default "plaintext-16 plaintext-128 plaintext-512
 #                     pipeline16-128 h2-16x10". Forms: <endpoint>-<connections> with endpoint
@@ -42,7 +47,10 @@ set -euo pipefail
 PERF=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$PERF")
 DURATION=${DURATION:-8}
-WARMUP=${WARMUP:-3}
+WARMUP=${WARMUP:-20}
+WARMUP_SLICE=${WARMUP_SLICE:-2}
+JIT_QUIET=${JIT_QUIET:-50}
+MAX_WARMUP=${MAX_WARMUP:-90}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"plaintext-16 plaintext-128 plaintext-512 pipeline16-128 h2-16x10"}
 TRANSPORTS=${TRANSPORTS:-"iouring sockets"}
@@ -143,6 +151,7 @@ started=$(date +%s)
   echo "dirty_files=$(git -C "$ROOT" status --porcelain -- src 2>/dev/null | wc -l)"
   echo "duration_s=$DURATION"
   echo "warmup_s=$WARMUP"
+  echo "warmup_until=fewer than $JIT_QUIET methods compiled in each of two ${WARMUP_SLICE} s slices, at most ${MAX_WARMUP} s"
   echo "rounds=$ROUNDS"
   echo "inline=$INLINE"
   echo "dispatch=${DISPATCH:-default}"
@@ -250,6 +259,31 @@ load() {
   esac
 }
 
+jit_methods() {
+  curl -sf "http://127.0.0.1:$PORT/stats" | awk '$1 == "jit.compiled_methods" { print $2 }'
+}
+
+# warm_up <kind> <connections> <depth> <path> <output file>: the load of the run, first WARMUP
+# seconds, then in slices until the JIT is quiet (see WARMUP). Sets warmed_s and warm_jit (methods
+# compiled in the last two slices). The /stats requests between slices are outside any measurement.
+warm_up() {
+  local kind=$1 conns=$2 depth=$3 path=$4 out=$5 before after previous=$JIT_QUIET delta
+  load "$kind" "$conns" "$depth" "$path" "$WARMUP" "$out"
+  warmed_s=$WARMUP
+  before=$(jit_methods) || die "GET /stats failed during warm-up"
+  while true; do
+    load "$kind" "$conns" "$depth" "$path" "$WARMUP_SLICE" "$out"
+    warmed_s=$(( warmed_s + WARMUP_SLICE ))
+    after=$(jit_methods) || die "GET /stats failed during warm-up"
+    delta=$(( after - before ))
+    warm_jit="$previous+$delta"
+    before=$after
+    if { [ "$delta" -lt "$JIT_QUIET" ] && [ "$previous" -lt "$JIT_QUIET" ]; } || [ "$warmed_s" -ge "$MAX_WARMUP" ]; then break; fi
+    previous=$delta
+  done
+  rm -f "$out.log"
+}
+
 # Reduces h2load's per-request log to percentiles appended to its output, outside the measured
 # interval, and deletes the log (megabytes per run).
 h2_percentiles() {
@@ -291,7 +325,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$need_fds" ]; then
 fi
 total=$(( ROUNDS * ${#scenarios[@]} * ${#transports[@]} ))
 n=0
-log "$total runs of ${WARMUP}s warm-up + ${DURATION}s measured; results in ${OUT#"$ROOT"/}"
+log "$total runs of ${WARMUP}-${MAX_WARMUP}s warm-up (until the JIT is quiet) + ${DURATION}s measured; results in ${OUT#"$ROOT"/}"
 for round in $(seq 1 "$ROUNDS"); do
   # Alternate which transport goes first, so neither always runs on a cooler or warmer machine.
   order=("${transports[@]}")
@@ -317,8 +351,7 @@ for round in $(seq 1 "$ROUNDS"); do
       for transport in "${order[@]}"; do
         raw="$RAW/r$round-$scenario-$transport-a$attempt.txt"
         start_server "$transport" "$raw.server.log"
-        load "$kind" "$conns" "$depth" "$path" "$WARMUP" "$raw.warmup"
-        rm -f "$raw.warmup.log"
+        warm_up "$kind" "$conns" "$depth" "$path" "$raw.warmup"
         read -r server_busy0 server_irq0 server_steal0 < <(cpu_ticks "$SERVER_CPU")
         read -r client_busy0 client_irq0 _ < <(cpu_ticks "$CLIENT_CPU")
         ticks0=$(process_ticks "$server_pid")
@@ -346,7 +379,7 @@ for round in $(seq 1 "$ROUNDS"); do
           disturbed+=" $transport (something else took ${other}% of the server's core)"
         fi
         n=$(( n + 1 ))
-        log "[$n/$total] round $round $scenario $transport: $(python3 "$PERF/report.py" summary "$raw" "$kind")"
+        log "[$n/$total] round $round $scenario $transport: $(python3 "$PERF/report.py" summary "$raw" "$kind") (warm-up ${warmed_s}s, JIT compiled $warm_jit in the last two slices)"
       done
       if [ -z "$disturbed" ]; then break; fi
       if [ "$RETRIES" -le 0 ]; then

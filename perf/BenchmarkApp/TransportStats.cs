@@ -4,14 +4,16 @@ using System.Collections.Generic;
 using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Linq;
+using System.Runtime;
 using System.Text;
 
 namespace BenchmarkApp;
 
 /// <summary>
-/// The transport's metrics (meter IoUring.Transport, summed over rings) and the managed heap, as
-/// plain text lines "name value" for perf/soak.sh. Served at /stats on the HTTP/1.1 port; never hit
-/// by the benchmarks.
+/// The transport's metrics (meter IoUring.Transport, summed over rings), the managed heap and the
+/// count of methods the JIT has compiled, as plain text lines "name value": perf/soak.sh reads the
+/// first two, perf/run.sh the last between warm-up slices (never while it measures). Served at
+/// /stats on the HTTP/1.1 port.
 /// </summary>
 internal sealed class TransportStats : IDisposable
 {
@@ -61,6 +63,11 @@ internal sealed class TransportStats : IDisposable
 
         text.Append(CultureInfo.InvariantCulture, $"gc.heap_bytes {GC.GetTotalMemory(forceFullCollection: false)}\n");
         text.Append(CultureInfo.InvariantCulture, $"gc.committed_bytes {GC.GetGCMemoryInfo().TotalCommittedBytes}\n");
+
+        // Every compilation counts, tier-0 and the tier-1 recompilations that follow under load: while
+        // it still grows the process is not in its steady state, and a measurement would mix code
+        // generations (on one pinned core, tier-up under load can take tens of seconds).
+        text.Append(CultureInfo.InvariantCulture, $"jit.compiled_methods {JitInfo.GetCompiledMethodCount(currentThread: false)}\n");
         return text.ToString();
     }
 
