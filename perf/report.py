@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 
@@ -220,6 +221,9 @@ def scenario_label(name):
     m = re.fullmatch(r"h2-(\d+)x(\d+)", name)
     if m:
         return f"HTTP/2 plaintext, {m.group(1)} conns × {m.group(2)} streams"
+    m = re.fullmatch(r"uneven(\d+)-(\d+)", name)
+    if m:
+        return f"HTTP/1.1 plaintext, {m.group(2)} conns, beside {m.group(1)} conns of 0.5 ms /cpu requests"
     return name
 
 
@@ -321,6 +325,19 @@ def write_markdown(summary, rows, meta, path):
                      f"{med_max('client_core_other_pct')}); steal max {max(r['steal_pct'] for r in rows):.0f} %. "
                      f"Pairs measured again because it passed {meta.get('max_other_pct')} %: {retried}; "
                      f"disturbed runs kept: {disturbed} of {len(rows)}.")
+    rings_path = os.path.join(os.path.dirname(path), "rings.tsv")
+    if os.path.exists(rings_path):
+        lines.append("")
+        lines.append("Active connections per ring halfway through each measured io_uring run (ring 0, 1, ...; "
+                     "all the load's connections and the one reading them):")
+        lines.append("")
+        lines.append("| Round | Scenario | Transport | per ring |")
+        lines.append("|--:|---|---|---|")
+        with open(rings_path, encoding="utf-8") as f:
+            for line in f:
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) == 4:
+                    lines.append(f"| {fields[0]} | {fields[1]} | {transport_name(fields[2])} | {fields[3]} |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -435,6 +452,8 @@ def build(raw_dir, out_dir):
     rows = collect(raw_dir, int(meta.get("clk_tck", "100")), float(meta.get("max_other_pct", "10")))
     os.makedirs(out_dir, exist_ok=True)
     write_csv(rows, os.path.join(out_dir, "results.csv"))
+    if os.path.exists(os.path.join(raw_dir, "rings.tsv")):
+        shutil.copyfile(os.path.join(raw_dir, "rings.tsv"), os.path.join(out_dir, "rings.tsv"))
     summary = summarize(rows)
     write_markdown(summary, rows, meta, os.path.join(out_dir, "results.md"))
     chart = draw_chart(summary, out_dir)

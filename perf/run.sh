@@ -22,7 +22,10 @@
 #   SCENARIOS         space-separated; default "plaintext-16 plaintext-128 plaintext-512
 #                     pipeline16-128 h2-16x10". Forms: <endpoint>-<connections> with endpoint
 #                     plaintext|json|64k (HTTP/1.1), pipeline<depth>-<connections> (HTTP/1.1
-#                     plaintext, wrk), h2-<connections>x<streams> (HTTP/2 plaintext, h2load).
+#                     plaintext, wrk), h2-<connections>x<streams> (HTTP/2 plaintext, h2load),
+#                     uneven<slow>-<connections> (plaintext on <connections>, measured, while <slow>
+#                     other connections, opened first, keep asking for /cpu: 0.5 ms of CPU each; the
+#                     CPU per request then includes theirs, so compare req/s and latency).
 #                     Named sets: "sweep" = plaintext at 1, 16, 128, 512 and 4096 connections (the
 #                     chart's x axis); "all" = sweep plus pipeline16-128 and h2-16x10. Above 1000
 #                     connections the open-file limit is raised for server and load generator
@@ -34,7 +37,9 @@
 #   RINGS []          IoUring:RingCount for io_uring runs (dispatch needs more than one ring; under
 #                     taskset the default is one ring per CPU the server may use). Empty: default
 #   INLINE [false]    UnsafePreferInlineScheduling, for both transports
-#   SERVER_CPU [0], CLIENT_CPU [1]
+#   SERVER_CPU [0], CLIENT_CPU [1]   CPU lists as taskset takes them ("0", "0,1", "0-3"). With
+#                     several server CPUs, CPU figures are summed over them, and a load generator that
+#                     shares one counts as disturbance: raise MAX_OTHER for such runs
 #   PORT [5100], H2PORT [5101], ECHOPORT [5102]
 #   LOADGEN [auto]    auto: Bombardier for plain HTTP/1.1 scenarios when it is on PATH, else wrk;
 #                     wrk: always wrk (pipelining always uses wrk, HTTP/2 always h2load)
@@ -108,8 +113,22 @@ use_bombardier=false
 if [ "$LOADGEN" = auto ] && command -v bombardier >/dev/null; then use_bombardier=true; fi
 
 ncpu=$(nproc --all)
-[ "$SERVER_CPU" -lt "$ncpu" ] && [ "$CLIENT_CPU" -lt "$ncpu" ] || die "need CPUs $SERVER_CPU and $CLIENT_CPU; this machine has $ncpu"
-[ "$SERVER_CPU" != "$CLIENT_CPU" ] || log "warning: server and load generator share CPU $SERVER_CPU"
+# "0,2-3" -> "0 2 3"
+expand_cpus() {
+  local part out=()
+  for part in ${1//,/ }; do
+    if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then out+=($(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"))
+    elif [[ $part =~ ^[0-9]+$ ]]; then out+=("$part")
+    else die "bad CPU list '$1'"; fi
+  done
+  echo "${out[*]}"
+}
+for cpu in $(expand_cpus "$SERVER_CPU") $(expand_cpus "$CLIENT_CPU"); do
+  [ "$cpu" -lt "$ncpu" ] || die "need CPU $cpu; this machine has $ncpu"
+done
+for cpu in $(expand_cpus "$SERVER_CPU"); do
+  [[ " $(expand_cpus "$CLIENT_CPU") " != *" $cpu "* ]] || log "warning: server and load generator share CPU $cpu"
+done
 ulimit -n 65536 2>/dev/null || true
 
 # Something answering on a port would take the load instead of our server (no ss on slim images).
@@ -167,6 +186,7 @@ started=$(date +%s)
 # --- helpers -----------------------------------------------------------------------------------
 server_pid=""
 cleanup() {
+  [ -z "${slow_pid:-}" ] || kill "$slow_pid" 2>/dev/null || true
   if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
     kill -TERM "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
@@ -201,7 +221,9 @@ children_ticks() {
 # other processes, and softirqs that came while the core was idle. The server's core is never
 # idle under load, so there it is time other processes took from the server.
 cpu_ticks() {
-  awk -v cpu="cpu$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8, $7 + $8, $9 }' /proc/stat
+  awk -v cpus=" $(expand_cpus "$1") " 'index(cpus, " " substr($1, 4) " ") && $1 ~ /^cpu[0-9]+$/ {
+      busy += $2 + $3 + $4 + $7 + $8; irq += $7 + $8; steal += $9 }
+    END { print busy, irq, steal }' /proc/stat
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
@@ -257,6 +279,29 @@ load() {
       nice -n "$NICE" taskset -c "$CLIENT_CPU" h2load -t1 -c "$conns" -m "$depth" -D "$seconds" --log-file="$out.log" \
         "http://127.0.0.1:$H2PORT$path" > "$out" 2>&1 ;;
   esac
+}
+
+# start_slow_load <connections> <output file>: <connections> keep-alive connections asking for /cpu
+# for the rest of the run, on the load generator's CPU. Returns once the server holds all of them,
+# so the measured connections open after them.
+slow_pid=""
+start_slow_load() {
+  local want=$1 i held=0
+  nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c "$want" -d 3600s "http://127.0.0.1:$PORT/cpu" > "$2" 2>&1 &
+  slow_pid=$!
+  for i in $(seq 1 100); do
+    held=$(ss -Htn state established "( sport = :$PORT )" | wc -l)
+    [ "$held" -ge "$want" ] && return 0
+    sleep 0.1
+  done
+  die "the slow load opened $held of $want connections"
+}
+
+stop_slow_load() {
+  [ -n "$slow_pid" ] || return 0
+  kill "$slow_pid" 2>/dev/null || true
+  wait "$slow_pid" 2>/dev/null || true
+  slow_pid=""
 }
 
 jit_methods() {
@@ -333,8 +378,12 @@ for round in $(seq 1 "$ROUNDS"); do
     order=(); for (( i = ${#transports[@]} - 1; i >= 0; i-- )); do order+=("${transports[i]}"); done
   fi
   for scenario in "${scenarios[@]}"; do
+    slow=0
     if [[ $scenario =~ ^(plaintext|json|64k)-([0-9]+)$ ]]; then
       protocol=http1; path="/${BASH_REMATCH[1]}"; conns=${BASH_REMATCH[2]}; depth=1
+      kind=wrk; $use_bombardier && kind=bombardier
+    elif [[ $scenario =~ ^uneven([0-9]+)-([0-9]+)$ ]]; then
+      protocol=http1; path=/plaintext; slow=${BASH_REMATCH[1]}; conns=${BASH_REMATCH[2]}; depth=1
       kind=wrk; $use_bombardier && kind=bombardier
     elif [[ $scenario =~ ^pipeline([0-9]+)-([0-9]+)$ ]]; then
       protocol=http1; path=/plaintext; depth=${BASH_REMATCH[1]}; conns=${BASH_REMATCH[2]}; kind=wrk-pipeline
@@ -351,12 +400,21 @@ for round in $(seq 1 "$ROUNDS"); do
       for transport in "${order[@]}"; do
         raw="$RAW/r$round-$scenario-$transport-a$attempt.txt"
         start_server "$transport" "$raw.server.log"
+        [ "$slow" -eq 0 ] || start_slow_load "$slow" "$raw.slow"
         warm_up "$kind" "$conns" "$depth" "$path" "$raw.warmup"
         read -r server_busy0 server_irq0 server_steal0 < <(cpu_ticks "$SERVER_CPU")
         read -r client_busy0 client_irq0 _ < <(cpu_ticks "$CLIENT_CPU")
         ticks0=$(process_ticks "$server_pid")
         client0=$(children_ticks)
         t0=$(date +%s.%N)
+        # Halfway through, one /stats request reads how the rings share the connections (io_uring).
+        rings_pid=""
+        if [ "${transport%%-*}" = iouring ]; then
+          (sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
+           curl -sf "http://127.0.0.1:$PORT/stats" \
+             | awk '$1 ~ /^iouring\.connections\.active\[/ { printf "%s%s", sep, $2; sep = "/" }' > "$raw.rings") &
+          rings_pid=$!
+        fi
         load "$kind" "$conns" "$depth" "$path" "$DURATION" "$raw"
         t1=$(date +%s.%N)
         client1=$(children_ticks)
@@ -364,7 +422,12 @@ for round in $(seq 1 "$ROUNDS"); do
         read -r client_busy1 client_irq1 _ < <(cpu_ticks "$CLIENT_CPU")
         read -r server_busy1 server_irq1 server_steal1 < <(cpu_ticks "$SERVER_CPU")
         rss=$(rss_kib "$server_pid")
+        if [ -n "$rings_pid" ]; then
+          wait "$rings_pid" || true
+          printf '%s\t%s\t%s\t%s\n' "$round" "$scenario" "$transport" "$(cat "$raw.rings" 2>/dev/null || echo '?')" >> "$RAW/rings.tsv"
+        fi
         kill -0 "$server_pid" 2>/dev/null || { cat "$raw.server.log" >&2; die "server died during $scenario on $transport"; }
+        stop_slow_load
         stop_server
         h2_percentiles "$raw"
         wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')

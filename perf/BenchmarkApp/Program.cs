@@ -1,9 +1,11 @@
 using System;
 using System.Buffers;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Linq;
 using System.Net;
 using System.Text.Json;
+using System.Threading;
 using System.Threading.Tasks;
 using BenchmarkApp;
 using IoUring.Transport;
@@ -24,6 +26,7 @@ using Microsoft.Extensions.Logging;
 //   --port N                      HTTP/1.1 (default 5100)
 //   --h2port N                    HTTP/2 only, cleartext with prior knowledge (default 5101)
 //   --echoport N                  connection-level echo, no HTTP (default 5102)
+// Endpoints: /plaintext, /json, /64k, /cpu (0.5 ms of CPU, then plaintext), /stats.
 // GET /stats on the HTTP/1.1 port prints the transport's metrics (?gc: after a full GC), for perf/soak.sh.
 // Other io_uring options bind as usual, e.g. --IoUring:RingCount 2 or IoUring__RingCount=2.
 var builder = WebApplication.CreateSlimBuilder(args);
@@ -104,6 +107,20 @@ static Task HandleAsync(HttpContext context)
             response.ContentType = "application/octet-stream";
             response.ContentLength = Payloads.SixtyFourKiB.Length;
             return response.BodyWriter.WriteAsync(Payloads.SixtyFourKiB).AsTask();
+        case "/cpu":
+            // A slow request: half a millisecond of CPU on whatever thread runs the application (with
+            // --inline true, the ring thread of its connection), then "Hello, World!". perf/run.sh's
+            // uneven scenarios send these on a few connections beside the measured ones.
+            long until = Stopwatch.GetTimestamp() + Stopwatch.Frequency / 2000;
+            while (Stopwatch.GetTimestamp() < until)
+            {
+                Thread.SpinWait(20);
+            }
+
+            response.StatusCode = StatusCodes.Status200OK;
+            response.ContentType = "text/plain";
+            response.ContentLength = Payloads.HelloWorld.Length;
+            return response.BodyWriter.WriteAsync(Payloads.HelloWorld).AsTask();
         default:
             response.StatusCode = StatusCodes.Status404NotFound;
             return Task.CompletedTask;

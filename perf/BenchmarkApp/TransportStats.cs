@@ -59,6 +59,14 @@ internal sealed class TransportStats : IDisposable
         foreach (IGrouping<string, KeyValuePair<(string Name, object? Ring), long>> metric in _values.GroupBy(kv => kv.Key.Name).OrderBy(g => g.Key, StringComparer.Ordinal))
         {
             text.Append(CultureInfo.InvariantCulture, $"{metric.Key} {metric.Sum(kv => kv.Value)}\n");
+            if (metric.Key == "iouring.connections.active")
+            {
+                // Per ring too ("name[ring] value"): how connection dispatch spread the connections.
+                foreach (KeyValuePair<(string Name, object? Ring), long> ring in metric.OrderBy(kv => Convert.ToInt64(kv.Key.Ring, CultureInfo.InvariantCulture)))
+                {
+                    text.Append(CultureInfo.InvariantCulture, $"{metric.Key}[{ring.Key.Ring}] {ring.Value}\n");
+                }
+            }
         }
 
         text.Append(CultureInfo.InvariantCulture, $"gc.heap_bytes {GC.GetTotalMemory(forceFullCollection: false)}\n");
