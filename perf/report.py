@@ -212,7 +212,7 @@ def median_of(rows, key):
 
 
 def scenario_label(name):
-    m = re.fullmatch(r"(plaintext|json|64k)-(\d+)", name)
+    m = re.fullmatch(r"(plaintext|json|64k|delay)-(\d+)", name)
     if m:
         return f"HTTP/1.1 {m.group(1)}, {m.group(2)} conns"
     m = re.fullmatch(r"pipeline(\d+)-(\d+)", name)

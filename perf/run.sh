@@ -21,8 +21,9 @@
 #   ROUNDS [3]        runs per scenario and transport; the report gives medians
 #   SCENARIOS         space-separated; default "plaintext-16 plaintext-128 plaintext-512
 #                     pipeline16-128 h2-16x10". Forms: <endpoint>-<connections> with endpoint
-#                     plaintext|json|64k (HTTP/1.1), pipeline<depth>-<connections> (HTTP/1.1
-#                     plaintext, wrk), h2-<connections>x<streams> (HTTP/2 plaintext, h2load),
+#                     plaintext|json|64k|delay (HTTP/1.1; delay answers after awaiting 1 ms),
+#                     pipeline<depth>-<connections> (HTTP/1.1 plaintext, wrk),
+#                     h2-<connections>x<streams> (HTTP/2 plaintext, h2load),
 #                     uneven<slow>-<connections> (plaintext on <connections>, measured, while <slow>
 #                     other connections, opened first, keep asking for /cpu: 0.5 ms of CPU each; the
 #                     CPU per request then includes theirs, so compare req/s and latency).
@@ -379,7 +380,7 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
   for scenario in "${scenarios[@]}"; do
     slow=0
-    if [[ $scenario =~ ^(plaintext|json|64k)-([0-9]+)$ ]]; then
+    if [[ $scenario =~ ^(plaintext|json|64k|delay)-([0-9]+)$ ]]; then
       protocol=http1; path="/${BASH_REMATCH[1]}"; conns=${BASH_REMATCH[2]}; depth=1
       kind=wrk; $use_bombardier && kind=bombardier
     elif [[ $scenario =~ ^uneven([0-9]+)-([0-9]+)$ ]]; then

@@ -26,7 +26,8 @@ using Microsoft.Extensions.Logging;
 //   --port N                      HTTP/1.1 (default 5100)
 //   --h2port N                    HTTP/2 only, cleartext with prior knowledge (default 5101)
 //   --echoport N                  connection-level echo, no HTTP (default 5102)
-// Endpoints: /plaintext, /json, /64k, /cpu (0.5 ms of CPU, then plaintext), /stats.
+// Endpoints: /plaintext, /json, /64k, /delay (awaits 1 ms, then plaintext), /cpu (0.5 ms of CPU,
+// then plaintext), /stats.
 // GET /stats on the HTTP/1.1 port prints the transport's metrics (?gc: after a full GC), for perf/soak.sh.
 // Other io_uring options bind as usual, e.g. --IoUring:RingCount 2 or IoUring__RingCount=2.
 var builder = WebApplication.CreateSlimBuilder(args);
@@ -107,6 +108,8 @@ static Task HandleAsync(HttpContext context)
             response.ContentType = "application/octet-stream";
             response.ContentLength = Payloads.SixtyFourKiB.Length;
             return response.BodyWriter.WriteAsync(Payloads.SixtyFourKiB).AsTask();
+        case "/delay":
+            return DelayedAsync(response);
         case "/cpu":
             // A slow request: half a millisecond of CPU on whatever thread runs the application (with
             // --inline true, the ring thread of its connection), then "Hello, World!". perf/run.sh's
@@ -125,6 +128,16 @@ static Task HandleAsync(HttpContext context)
             response.StatusCode = StatusCodes.Status404NotFound;
             return Task.CompletedTask;
     }
+}
+
+// A request that waits for something else, as one awaiting a database would: 1 ms, then plaintext.
+static async Task DelayedAsync(HttpResponse response)
+{
+    await Task.Delay(1);
+    response.StatusCode = StatusCodes.Status200OK;
+    response.ContentType = "text/plain";
+    response.ContentLength = Payloads.HelloWorld.Length;
+    await response.BodyWriter.WriteAsync(Payloads.HelloWorld);
 }
 
 // The /stats request's own receive buffer goes back to its ring just after Kestrel parsed the
