@@ -1,5 +1,6 @@
 using System;
 using System.IO;
+using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -25,6 +26,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     private readonly IoUringTransportFactory _factory;
     private readonly RingGroup _group;
     private readonly IoUringTransportOptions _options;
+    private readonly PipeOptions _outputOptions; // one for all of the listener's connections, as Kestrel's Sockets transport does
     private readonly ILogger _logger;
     private RingListener[] _ringListeners = [];
     private ListenerPrograms? _dispatchPrograms; // LeastConnections: closed after the sockets
@@ -41,6 +43,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         EndPoint = endPoint;
         _options = options;
         _logger = logger;
+        _outputOptions = IoUringConnection.CreateOutputOptions(group.MemoryPool, options);
     }
 
     public EndPoint EndPoint { get; private set; }
@@ -196,7 +199,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                 ConnectionDispatcher.OnAccepted(ring);
             }
 
-            connection = IoUringConnection.Start(ring, fd, _group.MemoryPool, _options, _logger);
+            connection = IoUringConnection.Start(ring, fd, _outputOptions, _options, _logger);
         }
         catch (Exception ex)
         {
