@@ -133,8 +133,12 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// </summary>
     public Socket Socket => _socket ??= new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
 
-    /// <summary>Creates the connection on its ring thread, arms its receive and starts its processing.</summary>
-    public static IoUringConnection Start(RingThread ring, int fd, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
+    /// <summary>
+    /// Creates the connection on its ring thread, arms its receive and starts its processing.
+    /// <paramref name="localEndPoint"/> is the listener's own end point when it is bound to one
+    /// address, or null to read it from the socket.
+    /// </summary>
+    public static IoUringConnection Start(RingThread ring, int fd, EndPoint? localEndPoint, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
     {
         AddressFamily family = LinuxSocket.GetAddressFamily(fd);
         if (options.NoDelay && family is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
@@ -143,7 +147,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
 
         // Read once, here: once the fd is closed its number may belong to another socket.
-        EndPoint? local = LinuxSocket.GetLocalEndPoint(fd);
+        EndPoint? local = localEndPoint ?? LinuxSocket.GetLocalEndPoint(fd);
         EndPoint? remote;
         try
         {
