@@ -214,6 +214,24 @@ public class Http1Tests
         Assert.Equal($"127.0.0.1:{server.Port}|127.0.0.1:{local.Port}|127.0.0.1:{server.Port}", body);
     }
 
+    [Fact]
+    public async Task WildcardListenerReportsTheAddressEachConnectionReached()
+    {
+        await using var server = await TestServer.StartAsync(
+            app => app.Run(async context =>
+            {
+                byte[] body = Encoding.ASCII.GetBytes($"{context.Connection.LocalIpAddress}:{context.Connection.LocalPort}");
+                context.Response.ContentLength = body.Length;
+                await context.Response.Body.WriteAsync(body);
+            }),
+            kestrel => kestrel.Listen(IPAddress.Any, 0));
+        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+        string response = await ReadToEndAsync(socket);
+        Assert.EndsWith($"\r\n\r\n127.0.0.1:{server.Port}", response, StringComparison.Ordinal);
+    }
+
     internal static async Task<string> ReadToEndAsync(Socket socket)
     {
         var buffer = new byte[64 * 1024];

@@ -23,7 +23,7 @@ namespace IoUring.Transport.Internal;
 /// </summary>
 internal sealed partial class IoUringConnection : ConnectionContext, IRingCompletionHandler, IRingWork,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
-    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature, IReceiveBufferOwner
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature, IReceiveBufferOwner, IDuplexPipe
 {
     private const int OpShutdown = 1;
     private const int OpClose = 2;
@@ -64,38 +64,40 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private int _sendsInFlight;             // send SQEs whose CQE (and ZC notification) has not arrived
 
     private IoUringConnection(RingThread ring, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint,
-        MemoryPool<byte> memoryPool, IoUringTransportOptions options, ILogger logger)
+        PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
     {
         _ring = ring;
         _fd = fd;
         _logger = logger;
-        MemoryPool = memoryPool;
+        MemoryPool = outputOptions.Pool;
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
         (_slot, _generation) = ring.AllocateSlot(this);
 
-        PipeScheduler applicationScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
         long maxRead = options.MaxReadBufferSize ?? 0;
-        long maxWrite = options.MaxWriteBufferSize ?? 0;
         // Input: the ring thread appends the received buffers; the application's read continuations
         // run on the thread pool unless it opted into the ring thread.
         _maxReadBufferSize = maxRead;
         _resumeThreshold = maxRead > 0 ? maxRead / 2 : long.MaxValue;
         _reader = new ReceivePipeReader(this, _resumeThreshold, options.UnsafePreferInlineScheduling);
-        // Output: the application writes; the send loop reads on the thread pool.
-        _output = new Pipe(new PipeOptions(memoryPool, PipeScheduler.ThreadPool, applicationScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false));
-        Transport = new DuplexPipe(_reader, _output.Writer);
+        _output = new Pipe(outputOptions);
+        // The connection is its own duplex pipe and feature collection (IoUringConnection.Features.cs):
+        // per idle connection that is a DuplexPipe, a FeatureCollection and its dictionary fewer.
+        Transport = this;
         ConnectionClosed = _connectionClosedTokenSource.Token;
-
-        Features = new FeatureCollection();
-        Features.Set<IConnectionIdFeature>(this);
-        Features.Set<IConnectionTransportFeature>(this);
-        Features.Set<IConnectionItemsFeature>(this);
-        Features.Set<IMemoryPoolFeature>(this);
-        Features.Set<IConnectionLifetimeFeature>(this);
-        Features.Set<IConnectionEndPointFeature>(this);
-        Features.Set<IConnectionSocketFeature>(this);
         InitializeSend();
+    }
+
+    /// <summary>
+    /// The output pipe's options, created once per listener: the application writes; the send loop
+    /// reads on the thread pool; the application's flush continuations run on the thread pool unless
+    /// it opted into the ring thread.
+    /// </summary>
+    public static PipeOptions CreateOutputOptions(MemoryPool<byte> memoryPool, IoUringTransportOptions options)
+    {
+        PipeScheduler applicationScheduler = options.UnsafePreferInlineScheduling ? PipeScheduler.Inline : PipeScheduler.ThreadPool;
+        long maxWrite = options.MaxWriteBufferSize ?? 0;
+        return new PipeOptions(memoryPool, PipeScheduler.ThreadPool, applicationScheduler, maxWrite, maxWrite / 2, useSynchronizationContext: false);
     }
 
     public override string ConnectionId
@@ -104,7 +106,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         set => _connectionId = value;
     }
 
-    public override IFeatureCollection Features { get; }
+    public override IFeatureCollection Features => this;
 
     public override IDictionary<object, object?> Items
     {
@@ -131,8 +133,12 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// </summary>
     public Socket Socket => _socket ??= new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
 
-    /// <summary>Creates the connection on its ring thread, arms its receive and starts its processing.</summary>
-    public static IoUringConnection Start(RingThread ring, int fd, MemoryPool<byte> memoryPool, IoUringTransportOptions options, ILogger logger)
+    /// <summary>
+    /// Creates the connection on its ring thread, arms its receive and starts its processing.
+    /// <paramref name="localEndPoint"/> is the listener's own end point when it is bound to one
+    /// address, or null to read it from the socket.
+    /// </summary>
+    public static IoUringConnection Start(RingThread ring, int fd, EndPoint? localEndPoint, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
     {
         AddressFamily family = LinuxSocket.GetAddressFamily(fd);
         if (options.NoDelay && family is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
@@ -141,7 +147,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
 
         // Read once, here: once the fd is closed its number may belong to another socket.
-        EndPoint? local = LinuxSocket.GetLocalEndPoint(fd);
+        EndPoint? local = localEndPoint ?? LinuxSocket.GetLocalEndPoint(fd);
         EndPoint? remote;
         try
         {
@@ -151,7 +157,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         {
             remote = null; // reset before we looked: the first receive reports it and the connection ends
         }
-        var connection = new IoUringConnection(ring, fd, local, remote, memoryPool, options, logger);
+        var connection = new IoUringConnection(ring, fd, local, remote, outputOptions, options, logger);
         try
         {
             connection.ArmReceive();
@@ -481,10 +487,4 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _ringClosed.TrySetResult();
     }
 
-    private sealed class DuplexPipe(PipeReader input, PipeWriter output) : IDuplexPipe
-    {
-        public PipeReader Input { get; } = input;
-
-        public PipeWriter Output { get; } = output;
-    }
 }

@@ -1,5 +1,6 @@
 using System;
 using System.IO;
+using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -25,6 +26,8 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     private readonly IoUringTransportFactory _factory;
     private readonly RingGroup _group;
     private readonly IoUringTransportOptions _options;
+    private readonly PipeOptions _outputOptions; // one for all of the listener's connections, as Kestrel's Sockets transport does
+    private IPEndPoint? _localEndPoint;           // bound to one address: every accepted connection's local end point; null: ask each (wildcard)
     private readonly ILogger _logger;
     private RingListener[] _ringListeners = [];
     private ListenerPrograms? _dispatchPrograms; // LeastConnections: closed after the sockets
@@ -41,6 +44,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         EndPoint = endPoint;
         _options = options;
         _logger = logger;
+        _outputOptions = IoUringConnection.CreateOutputOptions(group.MemoryPool, options);
     }
 
     public EndPoint EndPoint { get; private set; }
@@ -85,6 +89,14 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                     // The rings' listeners listen in ring order, so the group numbers them in ring order
                     // (socket(7), SO_ATTACH_REUSEPORT_CBPF): the IncomingCpu program relies on it.
                     _dispatchPrograms = _factory.Dispatcher?.Attach(fds);
+                    // A connection accepted on a specific address has that address and port as its
+                    // own; share the object and save a getsockname per connection. A wildcard
+                    // listener's connections each have the address they were reached on.
+                    if (!ip.Address.Equals(IPAddress.Any) && !ip.Address.Equals(IPAddress.IPv6Any))
+                    {
+                        _localEndPoint = ip;
+                    }
+
                     _dispatched = _dispatchPrograms is not null;
                 }
                 catch (SocketException ex) when (ex.SocketErrorCode == SocketError.AddressAlreadyInUse)
@@ -196,7 +208,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                 ConnectionDispatcher.OnAccepted(ring);
             }
 
-            connection = IoUringConnection.Start(ring, fd, _group.MemoryPool, _options, _logger);
+            connection = IoUringConnection.Start(ring, fd, _localEndPoint, _outputOptions, _options, _logger);
         }
         catch (Exception ex)
         {
