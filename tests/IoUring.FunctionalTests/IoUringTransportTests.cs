@@ -123,6 +123,14 @@ public class IoUringTransportTests
         Assert.True(server.Group.Rings.Sum(r => r.ZeroCopySends) > 0, "no send went zero-copy");
     }
 
+    /// <summary>One ring with 16 receive buffers of 4 KiB: few enough for a handful of connections to run it short.</summary>
+    private static void OneRingOfSixteenBuffers(IoUringTransportOptions o)
+    {
+        o.RingCount = 1;
+        o.ReceiveBufferCount = 16;
+        o.ReceiveBufferSize = 4096;
+    }
+
     /// <summary>
     /// A ring with only 16 receive buffers, eight connections whose application reads nothing, and
     /// fast connections beside them: the stalled ones must not keep the ring's buffers (their data
@@ -134,12 +142,7 @@ public class IoUringTransportTests
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using IoUringServer server = await IoUringServer.StartAsync(
-            o =>
-            {
-                o.RingCount = 1;
-                o.ReceiveBufferCount = 16;
-                o.ReceiveBufferSize = 4096;
-            },
+            OneRingOfSixteenBuffers,
             listen => listen.Run(async connection =>
                 {
                     var input = connection.Transport.Input;
@@ -212,12 +215,7 @@ public class IoUringTransportTests
         int inputsEnded = 0;
         var allEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         await using IoUringServer server = await IoUringServer.StartAsync(
-            o =>
-            {
-                o.RingCount = 1;
-                o.ReceiveBufferCount = 16;
-                o.ReceiveBufferSize = 4096;
-            },
+            OneRingOfSixteenBuffers,
             listen => listen.Run(async connection =>
                 {
                     // Hold what arrived (so the ring's few buffers run out), then abort.
