@@ -46,7 +46,7 @@ public class DescriptorExhaustionTests
                     }
                 }
             };
-            await using FaultTests.Server server = await FaultTests.Server.StartAsync(o => o.RingCount = 1, ConnectionMiddlewareTests.Echo, logs: logs);
+            await using IoUringServer server = await IoUringServer.StartAsync(o => o.RingCount = 1, ConnectionMiddlewareTests.Echo, logs: logs);
             Assert.True(await FaultTests.EchoExchangeAsync(server.Port, 1000, 1), "the server does not serve before the fault");
 
             // Everything that needs a descriptor first: the clients' sockets, and the runtime's timer

@@ -15,11 +15,7 @@ using IoUring.Transport.Internal;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 using Xunit;
 
 namespace IoUring.FunctionalTests;
@@ -522,53 +518,38 @@ public class DispatchTests
     /// <summary>A host whose one TCP endpoint tells each connection its ring, then waits for the client to close.</summary>
     private sealed class DispatchServer : IAsyncDisposable
     {
-        private readonly IHost _host;
+        private readonly IoUringServer _server;
 
-        private DispatchServer(IHost host, int port)
-        {
-            _host = host;
-            Port = port;
-            Factory = host.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
-        }
+        private DispatchServer(IoUringServer server) => _server = server;
 
-        public int Port { get; }
+        public int Port => _server.Port;
 
-        public IoUringTransportFactory Factory { get; }
+        public IoUringTransportFactory Factory => _server.Factory;
 
-        public RingThread[] Rings => Factory.Group!.Rings;
+        public RingThread[] Rings => _server.Group.Rings;
 
         public static async Task<DispatchServer> StartAsync(ConnectionDispatch dispatch, int rings)
-        {
-            IHost host = new HostBuilder()
-                .ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning))
-                .ConfigureWebHost(web => web
-                    .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+            => new(await IoUringServer.StartAsync(
+                o =>
+                {
+                    o.FallbackToKernelDispatch = false;
+                    o.RingCount = rings;
+                    o.Dispatch = dispatch;
+                },
+                listen => listen.Run(async connection =>
+                {
+                    byte ring = (byte)((IoUringConnection)connection).Ring.Index;
+                    await connection.Transport.Output.WriteAsync(new[] { ring });
+                    while (true)
                     {
-                        byte ring = (byte)((IoUringConnection)connection).Ring.Index;
-                        await connection.Transport.Output.WriteAsync(new[] { ring });
-                        while (true)
+                        System.IO.Pipelines.ReadResult read = await connection.Transport.Input.ReadAsync();
+                        connection.Transport.Input.AdvanceTo(read.Buffer.End);
+                        if (read.IsCompleted || read.IsCanceled)
                         {
-                            System.IO.Pipelines.ReadResult read = await connection.Transport.Input.ReadAsync();
-                            connection.Transport.Input.AdvanceTo(read.Buffer.End);
-                            if (read.IsCompleted || read.IsCanceled)
-                            {
-                                break;
-                            }
+                            break;
                         }
-                    })))
-                    .UseIoUringTransport(o =>
-                    {
-                        o.FallbackToSockets = false;
-                        o.FallbackToKernelDispatch = false;
-                        o.RingCount = rings;
-                        o.Dispatch = dispatch;
-                    })
-                    .Configure(_ => { }))
-                .Build();
-            await host.StartAsync(TestContext.Current.CancellationToken);
-            int port = new Uri(host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
-            return new DispatchServer(host, port);
-        }
+                    }
+                })));
 
         /// <summary>Connects (blocking, on the calling thread) and reads which ring took the connection.</summary>
         public (Socket Socket, int Ring) Connect()
@@ -604,11 +585,7 @@ public class DispatchTests
             }
         }
 
-        public async ValueTask DisposeAsync()
-        {
-            await _host.StopAsync(TestContext.Current.CancellationToken);
-            _host.Dispose();
-        }
+        public ValueTask DisposeAsync() => _server.DisposeAsync();
     }
 
     /// <summary>Makes the ring that runs it fail, as a bug in the ring loop would.</summary>

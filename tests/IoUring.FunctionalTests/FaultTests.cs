@@ -5,18 +5,11 @@ using System.Net.Http;
 using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
-using IoUring.Transport;
 using IoUring.Transport.Internal;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
-using Microsoft.AspNetCore.Http;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 using Xunit;
 
 namespace IoUring.FunctionalTests;
@@ -36,7 +29,7 @@ public class FaultTests
     [Fact]
     public async Task BufferRingRunningDryLosesNoByte()
     {
-        await using Server server = await Server.StartAsync(
+        await using IoUringServer server = await IoUringServer.StartAsync(
             o =>
             {
                 o.RingCount = 1;
@@ -71,7 +64,7 @@ public class FaultTests
     [Fact]
     public async Task CompletionQueueOverflowLosesNoCompletion()
     {
-        await using Server server = await Server.StartAsync(
+        await using IoUringServer server = await IoUringServer.StartAsync(
             o =>
             {
                 o.RingCount = 1;
@@ -148,7 +141,7 @@ public class FaultTests
     {
         var chunk = new byte[256 * 1024];
         new Random(5).NextBytes(chunk);
-        Server server = await Server.StartAsync(
+        IoUringServer server = await IoUringServer.StartAsync(
             o =>
             {
                 o.RingCount = 2;
@@ -221,7 +214,7 @@ public class FaultTests
     [Fact]
     public async Task StressWithEveryLimitTightLosesNothing()
     {
-        Server server = await Server.StartAsync(
+        IoUringServer server = await IoUringServer.StartAsync(
             o =>
             {
                 o.RingCount = 2;
@@ -264,66 +257,5 @@ public class FaultTests
         socket.Shutdown(SocketShutdown.Send);
         sent?.SetResult();
         return (await echo).AsSpan().SequenceEqual(payload);
-    }
-
-    /// <summary>A host on the io_uring transport (strict) with the given options, listening on 127.0.0.1:0.</summary>
-    internal sealed class Server : IAsyncDisposable
-    {
-        private readonly IHost _host;
-
-        private Server(IHost host)
-        {
-            _host = host;
-            Port = new Uri(host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
-            Factory = host.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
-            Group = Factory.Group!;
-        }
-
-        public int Port { get; }
-
-        public IoUringTransportFactory Factory { get; }
-
-        public RingGroup Group { get; }
-
-        public IServiceProvider Services => _host.Services;
-
-        public static async Task<Server> StartAsync(
-            Action<IoUringTransportOptions> configure,
-            Action<ListenOptions> listen,
-            RequestDelegate? app = null,
-            Action<KestrelServerOptions>? kestrel = null,
-            ILoggerProvider? logs = null)
-        {
-            IHost host = new HostBuilder()
-                .ConfigureLogging(l =>
-                {
-                    l.SetMinimumLevel(LogLevel.Warning);
-                    if (logs is not null)
-                    {
-                        l.AddProvider(logs);
-                    }
-                })
-                .ConfigureWebHost(web => web
-                    .UseKestrel(k =>
-                    {
-                        kestrel?.Invoke(k);
-                        k.Listen(IPAddress.Loopback, 0, listen);
-                    })
-                    .UseIoUringTransport(o =>
-                    {
-                        o.FallbackToSockets = false;
-                        configure(o);
-                    })
-                    .Configure(a => a.Run(app ?? (_ => Task.CompletedTask))))
-                .Build();
-            await host.StartAsync().ConfigureAwait(false);
-            return new Server(host);
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _host.StopAsync().ConfigureAwait(false);
-            _host.Dispose();
-        }
     }
 }

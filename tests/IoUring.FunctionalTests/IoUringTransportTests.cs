@@ -32,11 +32,6 @@ public class IoUringTransportTests
     private static IoUringTransportFactory Factory(IServiceProvider services)
         => services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
 
-    /// <summary>The port a started host's first endpoint is bound to.</summary>
-    private static int PortOf(IHost host)
-        => new Uri(host.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>().Features
-            .Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.First()).Port;
-
     [Fact]
     public async Task ConnectionsRunOnIoUringRings()
     {
@@ -109,32 +104,31 @@ public class IoUringTransportTests
         const int Size = 8 * 1024 * 1024;
         byte[] expected = new byte[Size];
         new Random(11).NextBytes(expected);
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
-                .UseIoUringTransport(o =>
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            o => o.ZeroCopySendThreshold = 16 * 1024,
+            app: async context =>
+            {
+                for (int offset = 0; offset < Size; offset += 256 * 1024)
                 {
-                    o.FallbackToSockets = false;
-                    o.ZeroCopySendThreshold = 16 * 1024;
-                })
-                .Configure(app => app.Run(async context =>
-                {
-                    for (int offset = 0; offset < Size; offset += 256 * 1024)
-                    {
-                        await context.Response.Body.WriteAsync(expected.AsMemory(offset, 256 * 1024));
-                    }
-                })))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
+                    await context.Response.Body.WriteAsync(expected.AsMemory(offset, 256 * 1024));
+                }
+            });
+        int port = server.Port;
         using var client = new HttpClient();
         for (int i = 0; i < 3; i++)
         {
             Assert.Equal(expected, await client.GetByteArrayAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
         }
 
-        Assert.True(Factory(host.Services).Group!.Rings.Sum(r => r.ZeroCopySends) > 0, "no send went zero-copy");
-        await host.StopAsync(TestContext.Current.CancellationToken);
+        Assert.True(server.Group.Rings.Sum(r => r.ZeroCopySends) > 0, "no send went zero-copy");
+    }
+
+    /// <summary>One ring with 16 receive buffers of 4 KiB: few enough for a handful of connections to run it short.</summary>
+    private static void OneRingOfSixteenBuffers(IoUringTransportOptions o)
+    {
+        o.RingCount = 1;
+        o.ReceiveBufferCount = 16;
+        o.ReceiveBufferSize = 4096;
     }
 
     /// <summary>
@@ -147,9 +141,9 @@ public class IoUringTransportTests
     public async Task StalledReadersCannotDrainTheRingsBuffers()
     {
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            OneRingOfSixteenBuffers,
+            listen => listen.Run(async connection =>
                 {
                     var input = connection.Transport.Input;
                     var first = await input.ReadAsync();
@@ -175,18 +169,8 @@ public class IoUringTransportTests
                             break;
                         }
                     }
-                })))
-                .UseIoUringTransport(o =>
-                {
-                    o.FallbackToSockets = false;
-                    o.RingCount = 1;
-                    o.ReceiveBufferCount = 16;
-                    o.ReceiveBufferSize = 4096;
-                })
-                .Configure(_ => { }))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
+                }));
+        int port = server.Port;
 
         async Task<bool> Exchange(byte tag, int size, Task? before)
         {
@@ -221,7 +205,6 @@ public class IoUringTransportTests
         Assert.All(await Task.WhenAll(fast).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
         release.SetResult();
         Assert.All(await Task.WhenAll(stalled).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
-        await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
     [Fact]
@@ -231,9 +214,9 @@ public class IoUringTransportTests
         var gate = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         int inputsEnded = 0;
         var allEnded = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            OneRingOfSixteenBuffers,
+            listen => listen.Run(async connection =>
                 {
                     // Hold what arrived (so the ring's few buffers run out), then abort.
                     ReadResult first = await connection.Transport.Input.ReadAsync();
@@ -254,19 +237,9 @@ public class IoUringTransportTests
                     {
                         allEnded.TrySetResult();
                     }
-                })))
-                .UseIoUringTransport(o =>
-                {
-                    o.FallbackToSockets = false;
-                    o.RingCount = 1;
-                    o.ReceiveBufferCount = 16;
-                    o.ReceiveBufferSize = 4096;
-                })
-                .Configure(_ => { }))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
-        RingThread ring = Factory(host.Services).Group!.Rings[0];
+                }));
+        int port = server.Port;
+        RingThread ring = server.Group.Rings[0];
 
         var sockets = new List<Socket>();
         try
@@ -299,7 +272,7 @@ public class IoUringTransportTests
             }
         }
 
-        await host.StopAsync(TestContext.Current.CancellationToken);
+        await server.StopAsync();
         Assert.Equal(0, ring.ActiveConnections);
         Assert.Equal(0, ring.BuffersInUse);
     }
@@ -309,10 +282,9 @@ public class IoUringTransportTests
     {
         var logs = new CapturingLoggerProvider();
         var ringOfClientPort = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
-        using IHost host = new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Warning))
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            o => o.RingCount = 2,
+            listen => listen.Run(async connection =>
                 {
                     ringOfClientPort[((IPEndPoint)connection.RemoteEndPoint!).Port] = ((IoUringConnection)connection).Ring.Index;
                     try
@@ -323,17 +295,10 @@ public class IoUringTransportTests
                     {
                         // this connection's ring failed
                     }
-                })))
-                .UseIoUringTransport(o =>
-                {
-                    o.FallbackToSockets = false;
-                    o.RingCount = 2;
-                })
-                .Configure(_ => { }))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
-        RingGroup group = Factory(host.Services).Group!;
+                }),
+            logs: logs);
+        int port = server.Port;
+        RingGroup group = server.Group;
 
         async Task<Socket> ConnectAndEcho()
         {
@@ -399,7 +364,7 @@ public class IoUringTransportTests
         Assert.True(group.Rings[1].IsRunning);
         var failed = Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
         Assert.Equal(LogLevel.Error, failed.Level);
-        await host.StopAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await server.StopAsync().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
     }
 
     [Fact]
@@ -524,10 +489,9 @@ public class IoUringTransportTests
                 ends.GetOrAdd(entry.EventId.Name, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
             }
         };
-        using IHost host = new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            _ => { },
+            listen => listen.Run(async connection =>
                 {
                     ReadResult result = await connection.Transport.Input.ReadAsync();
                     bool abort = result.Buffer.FirstSpan[0] == (byte)'a';
@@ -536,12 +500,10 @@ public class IoUringTransportTests
                     {
                         connection.Abort(new ConnectionAbortedException("test abort"));
                     }
-                })))
-                .UseIoUringTransport(o => o.FallbackToSockets = false)
-                .Configure(_ => { }))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
+                }),
+            logs: logs,
+            minimumLevel: LogLevel.Debug);
+        int port = server.Port;
         foreach ((string first, string eventName) in new[] { ("a", "ConnectionWriteRst"), ("f", "ConnectionWriteFin") })
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -554,25 +516,19 @@ public class IoUringTransportTests
         Assert.Equal(LogLevel.Debug, rst.Level);
         Assert.Contains("test abort", rst.Message, StringComparison.Ordinal);
         Assert.Equal(LogLevel.Debug, Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteFin").Level);
-        await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
     [Fact]
     public async Task BacklogIsTheListenQueueOfEveryRingsSocket()
     {
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
-                .UseIoUringTransport(o =>
-                {
-                    o.FallbackToSockets = false;
-                    o.RingCount = 2;
-                    o.Backlog = 123;
-                })
-                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            o =>
+            {
+                o.RingCount = 2;
+                o.Backlog = 123;
+            },
+            app: context => context.Response.WriteAsync("x"));
+        int port = server.Port;
 
         // The kernel reports a listening socket's accept queue limit as tcpi_sacked in TCP_INFO
         // (tcp_get_info in net/ipv4/tcp.c); offset 28 of struct tcp_info.
@@ -598,7 +554,6 @@ public class IoUringTransportTests
         }
 
         Assert.Equal([123, 123], backlogs);
-        await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
     private static unsafe int ReadListenQueueLimit(int fd)
@@ -614,9 +569,9 @@ public class IoUringTransportTests
     {
         var threadName = new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously);
         var reading = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Run(async connection =>
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            o => o.UnsafePreferInlineScheduling = true,
+            listen => listen.Run(async connection =>
                 {
                     // The handler starts on the thread pool; a read that completes later resumes on
                     // the thread that completed it: the ring's, when scheduling is inline. The
@@ -638,16 +593,8 @@ public class IoUringTransportTests
                     });
                     reading.TrySetResult();
                     await threadName.Task;
-                })))
-                .UseIoUringTransport(o =>
-                {
-                    o.FallbackToSockets = false;
-                    o.UnsafePreferInlineScheduling = true;
-                })
-                .Configure(_ => { }))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
+                }));
+        int port = server.Port;
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
             await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
@@ -655,8 +602,6 @@ public class IoUringTransportTests
             await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
             Assert.StartsWith("io_uring ring", await threadName.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken), StringComparison.Ordinal);
         }
-
-        await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
     /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
@@ -672,19 +617,9 @@ public class IoUringTransportTests
     [Fact]
     public async Task AStoppingRingServesItsOpenConnectionsUntilTheyClose()
     {
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, ConnectionMiddlewareTests.Echo))
-                .UseIoUringTransport(o =>
-                {
-                    o.FallbackToSockets = false;
-                    o.RingCount = 1;
-                })
-                .Configure(_ => { }))
-            .Build();
-        await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
-        RingThread ring = Factory(host.Services).Group!.Rings[0];
+        await using IoUringServer server = await IoUringServer.StartAsync(o => o.RingCount = 1, ConnectionMiddlewareTests.Echo);
+        int port = server.Port;
+        RingThread ring = server.Group.Rings[0];
 
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
@@ -699,7 +634,7 @@ public class IoUringTransportTests
         Assert.True(ring.IsRunning);
         socket.Shutdown(SocketShutdown.Send);
         Assert.Equal(0, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
-        await host.StopAsync(TestContext.Current.CancellationToken);
+        await server.StopAsync();
         Assert.True(ring.WaitForExit(TimeSpan.FromSeconds(30)));
     }
 
@@ -850,7 +785,7 @@ public class IoUringTransportTests
                 .Configure(app => app.Run(context => context.Response.WriteAsync("sockets"))))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        int port = PortOf(host);
+        int port = IoUringServer.PortOf(host.Services);
         using var client = new HttpClient();
         Assert.Equal("sockets", await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
         Assert.NotEqual("IoUringConnection", connectionType);
