@@ -326,18 +326,21 @@ def write_markdown(summary, rows, meta, path):
                      f"Pairs measured again because it passed {meta.get('max_other_pct')} %: {retried}; "
                      f"disturbed runs kept: {disturbed} of {len(rows)}.")
     rings_path = os.path.join(os.path.dirname(path), "rings.tsv")
-    if os.path.exists(rings_path):
+    if os.path.exists(rings_path) and "/" in open(rings_path, encoding="utf-8").read():  # only with several rings
         lines.append("")
         lines.append("Active connections per ring halfway through each measured io_uring run (ring 0, 1, ...; "
                      "all the load's connections and the one reading them):")
         lines.append("")
         lines.append("| Round | Scenario | Transport | per ring |")
         lines.append("|--:|---|---|---|")
+        kept = {}  # a pair measured again replaces the disturbed attempt, as in the table above
         with open(rings_path, encoding="utf-8") as f:
             for line in f:
                 fields = line.rstrip("\n").split("\t")
                 if len(fields) == 4:
-                    lines.append(f"| {fields[0]} | {fields[1]} | {transport_name(fields[2])} | {fields[3]} |")
+                    kept[(fields[0], fields[1], fields[2])] = fields[3]
+        for (round_, scenario, transport), per_ring in kept.items():
+            lines.append(f"| {round_} | {scenario} | {transport_name(transport)} | {per_ring} |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -452,7 +455,8 @@ def build(raw_dir, out_dir):
     rows = collect(raw_dir, int(meta.get("clk_tck", "100")), float(meta.get("max_other_pct", "10")))
     os.makedirs(out_dir, exist_ok=True)
     write_csv(rows, os.path.join(out_dir, "results.csv"))
-    if os.path.exists(os.path.join(raw_dir, "rings.tsv")):
+    rings = os.path.join(raw_dir, "rings.tsv")
+    if os.path.exists(rings) and "/" in open(rings, encoding="utf-8").read():  # only with several rings
         shutil.copyfile(os.path.join(raw_dir, "rings.tsv"), os.path.join(out_dir, "rings.tsv"))
     summary = summarize(rows)
     write_markdown(summary, rows, meta, os.path.join(out_dir, "results.md"))
