@@ -147,11 +147,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
 
         // Read once, here: once the fd is closed its number may belong to another socket.
-        // A copy of the listener's: IPEndPoint is mutable, and an application that changed its
-        // connection's must not change every other connection's (Sockets gives each its own too).
-        EndPoint? local = localEndPoint is IPEndPoint listening
-            ? new IPEndPoint(listening.Address, listening.Port)
-            : LinuxSocket.GetLocalEndPoint(fd);
+        EndPoint? local = localEndPoint ?? LinuxSocket.GetLocalEndPoint(fd);
         EndPoint? remote;
         try
         {

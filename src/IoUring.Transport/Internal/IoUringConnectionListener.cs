@@ -90,7 +90,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                     // (socket(7), SO_ATTACH_REUSEPORT_CBPF): the IncomingCpu program relies on it.
                     _dispatchPrograms = _factory.Dispatcher?.Attach(fds);
                     // A connection accepted on a specific address has that address and port as its
-                    // own: each connection copies them and saves a getsockname. A wildcard
+                    // own; share the object and save a getsockname per connection. A wildcard
                     // listener's connections each have the address they were reached on.
                     if (!ip.Address.Equals(IPAddress.Any) && !ip.Address.Equals(IPAddress.IPv6Any))
                     {
