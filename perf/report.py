@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import statistics
 import sys
 
@@ -268,7 +267,7 @@ def warmup_text(meta):
     return f"{meta.get('warmup_s')} s warm-up"
 
 
-def write_markdown(summary, rows, meta, path):
+def write_markdown(summary, rows, meta, path, rings):
     lines = []
     dirty = meta.get("dirty_files", "0")
     lines.append(f"Run {meta.get('stamp')} · commit {meta.get('commit')}"
@@ -325,21 +324,14 @@ def write_markdown(summary, rows, meta, path):
                      f"{med_max('client_core_other_pct')}); steal max {max(r['steal_pct'] for r in rows):.0f} %. "
                      f"Pairs measured again because it passed {meta.get('max_other_pct')} %: {retried}; "
                      f"disturbed runs kept: {disturbed} of {len(rows)}.")
-    rings_path = os.path.join(os.path.dirname(path), "rings.tsv")
-    if os.path.exists(rings_path) and "/" in open(rings_path, encoding="utf-8").read():  # only with several rings
+    if rings:
         lines.append("")
         lines.append("Active connections per ring halfway through each measured io_uring run (ring 0, 1, ...; "
                      "all the load's connections and the one reading them):")
         lines.append("")
         lines.append("| Round | Scenario | Transport | per ring |")
         lines.append("|--:|---|---|---|")
-        kept = {}  # a pair measured again replaces the disturbed attempt, as in the table above
-        with open(rings_path, encoding="utf-8") as f:
-            for line in f:
-                fields = line.rstrip("\n").split("\t")
-                if len(fields) == 4:
-                    kept[(fields[0], fields[1], fields[2])] = fields[3]
-        for (round_, scenario, transport), per_ring in kept.items():
+        for (round_, scenario, transport), per_ring in rings.items():
             lines.append(f"| {round_} | {scenario} | {transport_name(transport)} | {per_ring} |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
@@ -450,16 +442,32 @@ def draw_svg(points, path):
     return path
 
 
+def read_rings(raw_dir):
+    """{(round, scenario, transport): "n0/n1/..."} from run.sh's rings.tsv, the last attempt of a pair
+    measured again replacing the disturbed one; empty without the file or with one ring only."""
+    kept = {}
+    path = os.path.join(raw_dir, "rings.tsv")
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) == 4:
+                    kept[(fields[0], fields[1], fields[2])] = fields[3]
+    return kept if any("/" in per_ring for per_ring in kept.values()) else {}
+
+
 def build(raw_dir, out_dir):
     meta = read_meta(raw_dir)
     rows = collect(raw_dir, int(meta.get("clk_tck", "100")), float(meta.get("max_other_pct", "10")))
     os.makedirs(out_dir, exist_ok=True)
     write_csv(rows, os.path.join(out_dir, "results.csv"))
-    rings = os.path.join(raw_dir, "rings.tsv")
-    if os.path.exists(rings) and "/" in open(rings, encoding="utf-8").read():  # only with several rings
-        shutil.copyfile(os.path.join(raw_dir, "rings.tsv"), os.path.join(out_dir, "rings.tsv"))
+    rings = read_rings(raw_dir)
+    if rings:
+        with open(os.path.join(out_dir, "rings.tsv"), "w", encoding="utf-8") as f:
+            for key, per_ring in rings.items():
+                f.write("\t".join(key + (per_ring,)) + "\n")
     summary = summarize(rows)
-    write_markdown(summary, rows, meta, os.path.join(out_dir, "results.md"))
+    write_markdown(summary, rows, meta, os.path.join(out_dir, "results.md"), rings)
     chart = draw_chart(summary, out_dir)
     if chart:
         print(f"chart: {chart}", file=sys.stderr)

@@ -3,11 +3,11 @@
 #
 #   bash perf/run.sh
 #
-# Installs what a fresh Debian machine lacks (wrk, nghttp2-client for h2load, python3-matplotlib
-# for the chart), builds perf/BenchmarkApp in Release, then for every round and scenario starts
-# the server once per transport (the order alternates from round to round), warms it up, and
-# measures. The server is pinned to one core and the load generator to another. Results go to
-# perf/results/<timestamp>/ (results.csv, results.md, chart.png); raw load-generator output goes
+# Installs what a fresh Debian machine lacks (wrk, nghttp2-client for h2load, iproute2 for ss,
+# python3-matplotlib for the chart), builds perf/BenchmarkApp in Release, then for every round and
+# scenario starts the server once per transport (the order alternates from round to round), warms
+# it up, and measures. The server is pinned to one core and the load generator to another. Results
+# go to perf/results/<timestamp>/ (results.csv, results.md, chart.png); raw load-generator output goes
 # to perf/results/tmp/<timestamp>/ (not committed).
 #
 # Environment (defaults in brackets):
@@ -83,6 +83,7 @@ command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
+command -v ss >/dev/null || need_apt+=(iproute2)
 # The chart wants matplotlib in some python3; Debian's package lands in /usr/bin/python3.
 chart_python=""
 for py in python3 /usr/bin/python3; do
@@ -100,7 +101,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     log "missing ${need_apt[*]}; run as root on Debian, or install them"
   fi
 fi
-for tool in wrk h2load taskset curl python3; do
+for tool in wrk h2load taskset curl python3 ss; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
 if [ -z "$chart_python" ]; then

@@ -64,14 +64,26 @@ internal sealed partial class IoUringConnection : IFeatureCollection
 
     IEnumerator IEnumerable.GetEnumerator() => EnumerateFeatures().GetEnumerator();
 
-    private static bool IsOwnFeature(Type key) =>
-        key == typeof(IConnectionIdFeature) ||
-        key == typeof(IConnectionTransportFeature) ||
-        key == typeof(IConnectionItemsFeature) ||
-        key == typeof(IMemoryPoolFeature) ||
-        key == typeof(IConnectionLifetimeFeature) ||
-        key == typeof(IConnectionEndPointFeature) ||
-        key == typeof(IConnectionSocketFeature);
+    // The features the connection itself implements, in the order they are enumerated.
+    private static readonly Type[] s_ownFeatures =
+    [
+        typeof(IConnectionIdFeature), typeof(IConnectionTransportFeature), typeof(IConnectionItemsFeature),
+        typeof(IMemoryPoolFeature), typeof(IConnectionLifetimeFeature), typeof(IConnectionEndPointFeature),
+        typeof(IConnectionSocketFeature),
+    ];
+
+    private static bool IsOwnFeature(Type key)
+    {
+        foreach (Type own in s_ownFeatures)
+        {
+            if (own == key)
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     /// <summary>As <see cref="FeatureCollection"/>: null removes a feature, anything else adds or replaces it.</summary>
     private void SetFeature(Type key, object? value)
@@ -116,14 +128,8 @@ internal sealed partial class IoUringConnection : IFeatureCollection
 
     private IEnumerable<KeyValuePair<Type, object>> EnumerateFeatures()
     {
-        Type[] own =
-        [
-            typeof(IConnectionIdFeature), typeof(IConnectionTransportFeature), typeof(IConnectionItemsFeature),
-            typeof(IMemoryPoolFeature), typeof(IConnectionLifetimeFeature), typeof(IConnectionEndPointFeature),
-            typeof(IConnectionSocketFeature),
-        ];
         IFeatureCollection features = this;
-        foreach (Type key in own)
+        foreach (Type key in s_ownFeatures)
         {
             if (features[key] is { } feature)
             {
