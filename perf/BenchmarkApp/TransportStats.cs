@@ -70,7 +70,28 @@ internal sealed class TransportStats : IDisposable
         }
 
         text.Append(CultureInfo.InvariantCulture, $"gc.heap_bytes {GC.GetTotalMemory(forceFullCollection: false)}\n");
-        text.Append(CultureInfo.InvariantCulture, $"gc.committed_bytes {GC.GetGCMemoryInfo().TotalCommittedBytes}\n");
+        GCMemoryInfo info = GC.GetGCMemoryInfo();
+        text.Append(CultureInfo.InvariantCulture, $"gc.committed_bytes {info.TotalCommittedBytes}\n");
+
+        // Where the committed memory is and what the collector has been doing, for comparing the two
+        // transports' heaps under load: allocation volume, collections per generation, and per
+        // generation (0, 1, 2, large objects, pinned objects) its size and fragmentation after the
+        // last collection, and the pinned objects that collection found.
+        text.Append(CultureInfo.InvariantCulture, $"gc.allocated_bytes {GC.GetTotalAllocatedBytes(precise: false)}\n");
+        for (int generation = 0; generation <= GC.MaxGeneration; generation++)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"gc.collections[{generation}] {GC.CollectionCount(generation)}\n");
+        }
+
+        ReadOnlySpan<GCGenerationInfo> generations = info.GenerationInfo;
+        for (int generation = 0; generation < generations.Length; generation++)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"gc.size_after[{generation}] {generations[generation].SizeAfterBytes}\n");
+            text.Append(CultureInfo.InvariantCulture, $"gc.fragmentation_after[{generation}] {generations[generation].FragmentationAfterBytes}\n");
+        }
+
+        text.Append(CultureInfo.InvariantCulture, $"gc.pinned_objects {info.PinnedObjectsCount}\n");
+        text.Append(CultureInfo.InvariantCulture, $"gc.promoted_bytes {info.PromotedBytes}\n");
 
         // Every compilation counts, tier-0 and the tier-1 recompilations that follow under load: while
         // it still grows the process is not in its steady state, and a measurement would mix code

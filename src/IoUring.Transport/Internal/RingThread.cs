@@ -115,6 +115,9 @@ internal sealed unsafe class RingThread
     /// <summary>Zero-copy sends issued so far (ring thread writes; read for tests and metrics).</summary>
     public long ZeroCopySends { get; set; }
 
+    /// <summary>Sends the kernel took only part of (the socket buffer filled), continued from where they stopped (ring thread writes; read for tests).</summary>
+    public long PartialSends { get; set; }
+
     /// <summary>Starts the thread and waits until its ring is set up; a setup failure is rethrown here.</summary>
     public void Start()
     {
@@ -150,6 +153,16 @@ internal sealed unsafe class RingThread
     /// not take an SQE (the kernel cannot be made to refuse one on demand). Always false in use.
     /// </summary>
     public bool FailSendSubmissions { get; set; }
+
+    /// <summary>
+    /// Fault injection for tests: every send on this ring hands the kernel only part of what it
+    /// has, at most <see cref="ShortSendBytes"/> of one segment or the first iovec of a sendmsg, so
+    /// the partial sends a full socket causes now and then happen on every send. Always false in use.
+    /// </summary>
+    public bool ShortSends { get; set; }
+
+    /// <summary>What a send of one segment hands the kernel at most under <see cref="ShortSends"/>.</summary>
+    public const int ShortSendBytes = 1000;
 
     /// <summary>Whether the ring's loop has ended (stopped or failed): work posted to it is rejected.</summary>
     public bool HasEnded => Volatile.Read(ref _endReason) is not null;
