@@ -61,10 +61,14 @@ public sealed class IoUringTransportOptions
     public bool UnsafePreferInlineScheduling { get; set; }
 
     /// <summary>
-    /// Sends of at least this many bytes use zero-copy send (IORING_OP_SENDMSG_ZC): the kernel
-    /// reads the transport's buffers in place instead of copying them, and the buffers stay pinned
-    /// until it says it is done. It pays for large sends on real network devices; over loopback the
-    /// kernel copies anyway, so measure before enabling. Null disables it.
+    /// Sends of at least this many bytes use zero-copy send (IORING_OP_SEND_ZC or
+    /// IORING_OP_SENDMSG_ZC): the kernel reads the transport's buffers in place instead of copying
+    /// them, and the buffers stay pinned until it says it is done. It pays for large sends on real
+    /// network devices; over loopback the kernel copies anyway, so measure before enabling. A send
+    /// completes only when the peer has acknowledged its data, and small zero-copy writes take more
+    /// of a peer's receive buffer than copied ones (seen here: a client with a 4 KiB receive buffer
+    /// reading 3,000-byte writes fell to about 10 KB/s, paced by TCP's persist timer), so keep
+    /// the threshold well above the usual response size. Null disables it.
     /// </summary>
     /// <remarks>Defaults to null (never).</remarks>
     public int? ZeroCopySendThreshold { get; set; }
