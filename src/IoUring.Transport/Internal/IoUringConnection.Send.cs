@@ -206,12 +206,13 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _sendCore.RunContinuationsAsynchronously = true;
 
         int errno = -result;
+        string call = _send is null ? "send" : "sendmsg";
         Exception error = errno switch
         {
             Errno.ECANCELED => _shutdownReason ?? new ConnectionAbortedException("The send was cancelled."),
             Errno.EPIPE or Errno.ECONNRESET or Errno.ENOTCONN or Errno.ESHUTDOWN or Errno.ETIMEDOUT
-                => new ConnectionResetException($"The connection was reset (errno {errno}).", new IoUringException("sendmsg", errno)),
-            _ => new IOException($"Send failed (errno {errno}).", new IoUringException("sendmsg", errno)),
+                => new ConnectionResetException($"The connection was reset (errno {errno}).", new IoUringException(call, errno)),
+            _ => new IOException($"Send failed (errno {errno}).", new IoUringException(call, errno)),
         };
         _sendCore.SetException(error);
     }
