@@ -30,7 +30,7 @@ internal sealed class IoUringServer : IAsyncDisposable
     {
         _host = host;
         Port = PortOf(host.Services);
-        Factory = host.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
+        Factory = FactoryOf(host.Services);
         Group = Factory.Group!;
     }
 
@@ -46,6 +46,10 @@ internal sealed class IoUringServer : IAsyncDisposable
     /// <summary>The port a started host's first endpoint is bound to.</summary>
     public static int PortOf(IServiceProvider services)
         => new Uri(services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+
+    /// <summary>The io_uring transport factory of a host's services (registered beside Sockets').</summary>
+    public static IoUringTransportFactory FactoryOf(IServiceProvider services)
+        => services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
 
     /// <param name="configure">The transport's options; <see cref="IoUringTransportOptions.FallbackToSockets"/> is already off.</param>
     /// <param name="listen">The endpoint's connection pipeline (connection middleware, if any).</param>

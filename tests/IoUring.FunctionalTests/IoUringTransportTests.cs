@@ -29,9 +29,6 @@ namespace IoUring.FunctionalTests;
 [Collection(nameof(IoUringTransportTests))]
 public class IoUringTransportTests
 {
-    private static IoUringTransportFactory Factory(IServiceProvider services)
-        => services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
-
     [Fact]
     public async Task ConnectionsRunOnIoUringRings()
     {
@@ -47,7 +44,7 @@ public class IoUringTransportTests
         using HttpClient client = server.CreateClient();
         Assert.Equal("ok", await client.GetStringAsync("/", TestContext.Current.CancellationToken));
         Assert.Equal("IoUringConnection", connectionType);
-        Assert.True(Factory(server.Services).IsUsingIoUring);
+        Assert.True(IoUringServer.FactoryOf(server.Services).IsUsingIoUring);
     }
 
     [Fact]
@@ -70,7 +67,7 @@ public class IoUringTransportTests
 
         int descriptorsBefore = TransportDescriptors().Count;
         TestServer server = await Start();
-        RingGroup group = Factory(server.Services).Group!;
+        RingGroup group = IoUringServer.FactoryOf(server.Services).Group!;
         PinnedBlockMemoryPool pool = group.MemoryPool;
         Assert.All(group.Rings, r => Assert.True(r.IsRunning));
         using (HttpClient client = server.CreateClient())
@@ -450,7 +447,7 @@ public class IoUringTransportTests
                     appDone.TrySetResult(ex);
                 }
             }));
-        RingGroup group = Factory(server.Services).Group!;
+        RingGroup group = IoUringServer.FactoryOf(server.Services).Group!;
 
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
@@ -524,7 +521,7 @@ public class IoUringTransportTests
                 .Configure(_ => { }))
             .Build();
         await host.StartAsync(TestContext.Current.CancellationToken);
-        Factory(host.Services).Group!.Rings[0].Post(new ThrowingWork(), 0);
+        IoUringServer.FactoryOf(host.Services).Group!.Rings[0].Post(new ThrowingWork(), 0);
 
         // Kestrel hears of it from AcceptAsync and logs it; nothing waits forever.
         await acceptFailed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
@@ -744,7 +741,7 @@ public class IoUringTransportTests
             }
 
             listener.RecordObservableInstruments();
-            int rings = Factory(server.Services).Group!.Rings.Length;
+            int rings = IoUringServer.FactoryOf(server.Services).Group!.Rings.Length;
             long Sum(string name) => Enumerable.Range(0, rings).Sum(r => values.GetValueOrDefault((name, r)));
             Assert.Equal(10, Sum("iouring.connections.active"));
             Assert.Equal(10, Sum("iouring.connections.accepted"));
@@ -844,7 +841,7 @@ public class IoUringTransportTests
         using var client = new HttpClient();
         Assert.Equal("sockets", await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
         Assert.NotEqual("IoUringConnection", connectionType);
-        Assert.False(Factory(host.Services).IsUsingIoUring);
+        Assert.False(IoUringServer.FactoryOf(host.Services).IsUsingIoUring);
         await host.StopAsync(TestContext.Current.CancellationToken);
     }
 
@@ -866,9 +863,9 @@ public class IoUringTransportTests
     {
         var logs = new CapturingLoggerProvider();
         using IHost host = BuildHost(logs, fallback: true, listeners: 2);
-        Factory(host.Services).AvailabilityCheck = () => IoUringAvailability.Classify(Interop.Errno.EPERM, new IoUringAvailability.SystemState(2, 0));
+        IoUringServer.FactoryOf(host.Services).AvailabilityCheck = () => IoUringAvailability.Classify(Interop.Errno.EPERM, new IoUringAvailability.SystemState(2, 0));
         await host.StartAsync(TestContext.Current.CancellationToken);
-        Assert.False(Factory(host.Services).IsUsingIoUring);
+        Assert.False(IoUringServer.FactoryOf(host.Services).IsUsingIoUring);
         var warnings = logs.Entries.Where(e => e.Category == "IoUring.Transport" && e.Level == LogLevel.Warning).ToList();
         var warning = Assert.Single(warnings);
         Assert.Contains("kernel.io_uring_disabled is 2", warning.Message, StringComparison.Ordinal);
@@ -879,7 +876,7 @@ public class IoUringTransportTests
     public async Task UnavailableIoUringWithoutFallbackFailsAtStartWithTheReason()
     {
         using IHost host = BuildHost(new CapturingLoggerProvider(), fallback: false, listeners: 1);
-        Factory(host.Services).AvailabilityCheck = () => IoUringAvailability.Classify(Interop.Errno.ENOSYS, new IoUringAvailability.SystemState(null, 2));
+        IoUringServer.FactoryOf(host.Services).AvailabilityCheck = () => IoUringAvailability.Classify(Interop.Errno.ENOSYS, new IoUringAvailability.SystemState(null, 2));
         var ex = await Assert.ThrowsAsync<IoUringUnavailableException>(() => host.StartAsync(TestContext.Current.CancellationToken));
         Assert.Equal(IoUringUnavailableReason.BlockedBySecurityPolicy, ex.Reason);
     }

@@ -34,16 +34,10 @@ internal sealed partial class IoUringConnection : IFeatureCollection
         get
         {
             ArgumentNullException.ThrowIfNull(key);
-            List<KeyValuePair<Type, object?>>? set = _setFeatures;
-            if (set is not null)
+            int index = IndexOfSetFeature(key);
+            if (index >= 0)
             {
-                foreach (KeyValuePair<Type, object?> feature in set)
-                {
-                    if (feature.Key == key)
-                    {
-                        return feature.Value;
-                    }
-                }
+                return _setFeatures![index].Value;
             }
 
             return IsOwnFeature(key) ? this : null;
@@ -92,26 +86,13 @@ internal sealed partial class IoUringConnection : IFeatureCollection
         // An own feature set back to the connection needs no entry; one removed keeps a null entry
         // that hides the connection; any other feature removed needs no entry.
         bool needsEntry = own ? !ReferenceEquals(value, this) : value is not null;
-        List<KeyValuePair<Type, object?>>? set = _setFeatures;
-        int index = -1;
-        if (set is not null)
-        {
-            for (int i = 0; i < set.Count; i++)
-            {
-                if (set[i].Key == key)
-                {
-                    index = i;
-                    break;
-                }
-            }
-        }
-
+        int index = IndexOfSetFeature(key);
         if (needsEntry)
         {
             var entry = new KeyValuePair<Type, object?>(key, value);
             if (index >= 0)
             {
-                set![index] = entry;
+                _setFeatures![index] = entry;
             }
             else
             {
@@ -120,10 +101,28 @@ internal sealed partial class IoUringConnection : IFeatureCollection
         }
         else if (index >= 0)
         {
-            set!.RemoveAt(index);
+            _setFeatures!.RemoveAt(index);
         }
 
         _featureRevision++;
+    }
+
+    /// <summary>Where <paramref name="key"/> is among the features set, or -1.</summary>
+    private int IndexOfSetFeature(Type key)
+    {
+        List<KeyValuePair<Type, object?>>? set = _setFeatures;
+        if (set is not null)
+        {
+            for (int i = 0; i < set.Count; i++)
+            {
+                if (set[i].Key == key)
+                {
+                    return i;
+                }
+            }
+        }
+
+        return -1;
     }
 
     private IEnumerable<KeyValuePair<Type, object>> EnumerateFeatures()
