@@ -48,6 +48,30 @@ public class ShutdownTests
             }
         });
 
+    [Fact]
+    public async Task DisposingAStartedHostWithoutStoppingItReleasesItsPortAndDoesNotThrow()
+    {
+        TestServer server = await TestServer.StartAsync(app => app.Run(context => context.Response.WriteAsync("ok")));
+        using Socket idle = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        using (HttpClient client = server.CreateClient())
+        {
+            Assert.Equal("ok", await client.GetStringAsync("/", TestContext.Current.CancellationToken));
+            await idle.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await idle.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            Assert.True(await idle.ReceiveAsync(new byte[1024], SocketFlags.None, TestContext.Current.CancellationToken) > 0);
+
+            // Kestrel's Dispose stops with a cancelled token; no exception may come out of it.
+            server.DisposeWithoutStopping();
+        }
+
+        // The connection that stayed open is closed, and the port is free for a new listener.
+        (_, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(idle).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        using var rebind = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        rebind.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        rebind.Bind(new IPEndPoint(IPAddress.Loopback, server.Port));
+        rebind.Listen();
+    }
+
     /// <summary>
     /// Starts a request that waits, begins a graceful stop, runs <paramref name="whileStopping"/>,
     /// then lets the request finish: it must complete, and so must the stop.

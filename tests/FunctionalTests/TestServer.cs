@@ -83,6 +83,9 @@ public sealed class TestServer : IAsyncDisposable
         return client;
     }
 
+    /// <summary>Disposes the host without stopping it first, as a <c>using</c> of a started host does: Kestrel stops with an already-cancelled token.</summary>
+    public void DisposeWithoutStopping() => _host.Dispose();
+
     public Task StopAsync(TimeSpan timeout) => _host.StopAsync(new System.Threading.CancellationTokenSource(timeout).Token);
 
     public async ValueTask DisposeAsync()

@@ -176,9 +176,11 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public override void Abort(ConnectionAbortedException abortReason)
     {
-        // Shutdown first, so this reason and the reset win: the send loop, woken by the cancel,
-        // would otherwise end the connection as if its output had completed (FIN, not RST).
-        Shutdown(abortReason, abortive: true);
+        // Kestrel closes gracefully with Abort(null) (the client half-closed, or ended a keep-alive
+        // connection; FinOnError off, its default): as Kestrel's Sockets transport, no reason means
+        // a FIN; a reason means a reset. Shutdown first, so this decision wins: the send loop, woken
+        // by the cancel, would otherwise end the connection as if its output had completed.
+        Shutdown(abortReason, abortive: abortReason is not null);
         _output.Reader.CancelPendingRead();
     }
 

@@ -238,6 +238,12 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         return null;
     }
 
+    /// <summary>
+    /// Stops accepting. A cancelled <paramref name="cancellationToken"/> ends the wait, not the
+    /// unbind, and throws nothing: Kestrel's Dispose without a stop passes an already-cancelled
+    /// token, and Kestrel's Sockets transport, whose unbind is one synchronous close, never throws
+    /// there. What is left finishes in the background; <see cref="DisposeAsync"/> waits for it.
+    /// </summary>
     public ValueTask UnbindAsync(CancellationToken cancellationToken = default)
     {
         Task unbind;
@@ -246,7 +252,24 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             unbind = _unbindTask ??= UnbindCoreAsync();
         }
 
-        return new ValueTask(unbind.WaitAsync(cancellationToken));
+        if (unbind.IsCompleted || !cancellationToken.CanBeCanceled)
+        {
+            return new ValueTask(unbind);
+        }
+
+        return new ValueTask(WaitForUnbindAsync(unbind, cancellationToken));
+    }
+
+    private static async Task WaitForUnbindAsync(Task unbind, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await unbind.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stop waiting; the unbind goes on.
+        }
     }
 
     private async Task UnbindCoreAsync()
