@@ -96,8 +96,14 @@ public class ConnectionMiddlewareTests
             connection.ConnectionClosed.Register(() => closed.TrySetResult());
             registered.TrySetResult();
             // Read until the peer's FIN, as an application would, without closing first.
-            while (!(await connection.Transport.Input.ReadAsync()).IsCompleted)
+            while (true)
             {
+                ReadResult read = await connection.Transport.Input.ReadAsync();
+                connection.Transport.Input.AdvanceTo(read.Buffer.End); // a PipeReader must be advanced before the next read
+                if (read.IsCompleted)
+                {
+                    break;
+                }
             }
 
             await closed.Task;

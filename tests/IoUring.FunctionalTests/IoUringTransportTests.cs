@@ -277,8 +277,14 @@ public class IoUringTransportTests
                     connection.Abort();
                     try
                     {
-                        while (!(await connection.Transport.Input.ReadAsync()).IsCompleted)
+                        while (true)
                         {
+                            ReadResult read = await connection.Transport.Input.ReadAsync();
+                            connection.Transport.Input.AdvanceTo(read.Buffer.End); // a PipeReader must be advanced before the next read
+                            if (read.IsCompleted)
+                            {
+                                break;
+                            }
                         }
                     }
                     catch (ConnectionAbortedException)

@@ -157,4 +157,72 @@ public class ReceivePipeReaderTests
         reader.AdvanceTo(result.Buffer.GetPosition(5));
         Assert.Equal(1, owner.Resumes); // 3 left
     }
+    [Fact]
+    public async Task AdvancingToACanceledEmptyReadsStartAfterDataArrivedConsumesNothing()
+    {
+        // Kestrel's minimum data rate timer cancels a read that found nothing; the ring appends
+        // before Kestrel advances to the empty buffer's start (this threw InvalidCastException).
+        var owner = new Owner();
+        var reader = new ReceivePipeReader(owner, long.MaxValue, inlineContinuations: true);
+        ValueTask<ReadResult> pending = reader.ReadAsync(TestContext.Current.CancellationToken);
+        reader.CancelPendingRead();
+        ReadResult canceled = await pending;
+        Assert.True(canceled.IsCanceled);
+        Assert.True(canceled.Buffer.IsEmpty);
+
+        reader.Append(Bytes("GET / HTTP/1.1"), 1, null);
+        reader.AdvanceTo(canceled.Buffer.Start);
+
+        ValueTask<ReadResult> next = reader.ReadAsync(TestContext.Current.CancellationToken);
+        Assert.True(next.IsCompleted, "the appended bytes are new: the read must not wait");
+        Assert.Equal("GET / HTTP/1.1", Text((await next).Buffer));
+        Assert.Empty(owner.Returned);
+    }
+
+    [Fact]
+    public async Task AdvancingToAnEmptyReadsStartAndEndAfterDataArrivedExaminesNothing()
+    {
+        var reader = new ReceivePipeReader(new Owner(), long.MaxValue, inlineContinuations: true);
+        reader.CancelPendingRead();
+        ReadResult canceled = await reader.ReadAsync(TestContext.Current.CancellationToken);
+        Assert.True(canceled.Buffer.IsEmpty);
+
+        reader.Append(Bytes("abc"), 1, null);
+        reader.AdvanceTo(canceled.Buffer.Start, canceled.Buffer.End);
+
+        Assert.True(reader.TryRead(out ReadResult next));
+        Assert.Equal("abc", Text(next.Buffer));
+    }
+
+    [Fact]
+    public async Task MisuseIsRefusedWithInvalidOperationAsPipeRefusesIt()
+    {
+        var reader = new ReceivePipeReader(new Owner(), long.MaxValue, inlineContinuations: true);
+        reader.Append(Bytes("0123456789"), 1, null);
+        Assert.Throws<InvalidOperationException>(() => reader.AdvanceTo(default)); // no read to complete
+
+        ReadResult result = await reader.ReadAsync(TestContext.Current.CancellationToken);
+        Assert.Throws<InvalidOperationException>(() => reader.TryRead(out _)); // the last read was not advanced
+        Action readAgain = () => _ = reader.ReadAsync(TestContext.Current.CancellationToken).AsTask();
+        Assert.Throws<InvalidOperationException>(readAgain); // synchronously, as Pipe when it has data
+        Assert.Throws<InvalidOperationException>(() => reader.AdvanceTo(result.Buffer.GetPosition(6), result.Buffer.GetPosition(2)));
+        Assert.Throws<InvalidOperationException>(() => reader.AdvanceTo(ReadOnlySequence<byte>.Empty.Start)); // not this reader's
+
+        reader.AdvanceTo(result.Buffer.GetPosition(4)); // the refusals changed nothing
+        Assert.True(reader.TryRead(out result));
+        Assert.Equal("456789", Text(result.Buffer));
+    }
+
+    [Fact]
+    public async Task AWriterErrorComesBeforeAPendingCancellation()
+    {
+        // As Pipe: a reset ends the input even if a read was cancelled meanwhile.
+        var reader = new ReceivePipeReader(new Owner(), long.MaxValue, inlineContinuations: false);
+        reader.Append(Bytes("data"), 1, null);
+        ReadResult result = await reader.ReadAsync(TestContext.Current.CancellationToken);
+        reader.AdvanceTo(result.Buffer.Start, result.Buffer.End);
+        reader.CompleteWriter(new IOException("reset"));
+        reader.CancelPendingRead();
+        await Assert.ThrowsAsync<IOException>(async () => await reader.ReadAsync(TestContext.Current.CancellationToken));
+    }
 }

@@ -19,6 +19,17 @@ namespace IoUring.Transport.Internal;
 /// The ring thread appends and completes; the application reads and advances. Every field below
 /// is guarded by <see cref="_sync"/>; buffer returns and resume requests are handed to the ring
 /// thread after the lock is released.
+/// <para>
+/// What a caller sees is what <see cref="Pipe"/>'s reader shows (Kestrel's Sockets transport hands
+/// Kestrel one, so Kestrel relies on nothing else): the same buffers, the same cancellation and
+/// completion, and the same <see cref="InvalidOperationException"/> for a read while the last one
+/// was not advanced, an advance with no read, or examined before consumed.
+/// An empty buffer is <c>default</c>, as Pipe's, so its positions carry no segment and mean
+/// "nothing consumed, nothing examined" whatever was appended meanwhile. Two differences, both in
+/// misuse: an advance with no read throws before it changes anything (Pipe applies it, then
+/// throws), and a position this reader never handed out throws <see cref="InvalidOperationException"/>
+/// (Pipe fails its cast). <c>ReceivePipeReaderConformanceTests</c> drives both readers alike.
+/// </para>
 /// </remarks>
 internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResult>
 {
@@ -36,8 +47,11 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     private Exception? _writerError;
     private bool _readerCompleted;
     private bool _cancelNextRead;
+    private ReadState _readState;        // between a read and its AdvanceTo, as Pipe tracks it
+    private long _lastExamined;          // running index of the last examined position (TryRead: bytes past it are new)
     private bool _readPending;           // a ReadAsync waits on _readCore
     private ManualResetValueTaskSourceCore<ReadResult> _readCore;
+    private CancellationToken _readToken; // the waiting read's token
     private CancellationTokenRegistration _readCancellation;
     private int _heldRingBuffers;        // provided buffers referenced by segments
     private long _appended;              // bytes ever appended: segments' running indexes only grow
@@ -73,6 +87,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     {
         bool wake;
         ReadResult result = default;
+        Exception? readError = null;
         lock (_sync)
         {
             if (_readerCompleted || _writerCompleted)
@@ -101,12 +116,12 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
                 _heldRingBuffers++;
             }
 
-            wake = TakePendingRead(ref result);
+            wake = TakePendingRead(ref result, out readError);
         }
 
         if (wake)
         {
-            _readCore.SetResult(result);
+            CompletePendingRead(result, readError);
         }
 
         return true;
@@ -117,6 +132,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     {
         bool wake;
         ReadResult result = default;
+        Exception? readError;
         lock (_sync)
         {
             if (_writerCompleted)
@@ -126,19 +142,12 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
 
             _writerCompleted = true;
             _writerError = error;
-            wake = TakePendingRead(ref result);
+            wake = TakePendingRead(ref result, out readError);
         }
 
         if (wake)
         {
-            if (error is not null)
-            {
-                _readCore.SetException(error);
-            }
-            else
-            {
-                _readCore.SetResult(result);
-            }
+            CompletePendingRead(result, readError);
         }
     }
 
@@ -154,13 +163,33 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
                 throw new InvalidOperationException("A read is already pending.");
             }
 
+            // As Pipe's TryRead: bytes past the last examined position count as new, even when an
+            // advance examined less than an earlier one (ReadAsync waits then; TryRead does not).
             result = default;
-            return TryReadUnsynchronized(ref result);
+            if (IsReadReady || _appended > _lastExamined)
+            {
+                ThrowIfFailed(TakeReadResult(ref result, canceledBy: default));
+                return true;
+            }
+
+            // Nothing to read: as Pipe, a tentative read, which an AdvanceTo may complete or not.
+            if (_readState == ReadState.Active)
+            {
+                ThrowAlreadyReading();
+            }
+
+            _readState = ReadState.Tentative;
+            return false;
         }
     }
 
     public override ValueTask<ReadResult> ReadAsync(CancellationToken cancellationToken = default)
     {
+        lock (_sync)
+        {
+            ThrowIfReaderCompleted();
+        }
+
         if (cancellationToken.IsCancellationRequested)
         {
             return ValueTask.FromCanceled<ReadResult>(cancellationToken);
@@ -168,30 +197,32 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
 
         lock (_sync)
         {
-            ThrowIfReaderCompleted();
             if (_readPending)
             {
                 throw new InvalidOperationException("A read is already pending.");
             }
 
             ReadResult result = default;
-            if (TryReadUnsynchronized(ref result))
+            if (IsReadReady)
             {
+                ThrowIfFailed(TakeReadResult(ref result, canceledBy: default));
                 return new ValueTask<ReadResult>(result);
             }
 
             _readCore.Reset();
             _readPending = true;
-        }
+            if (cancellationToken.CanBeCanceled)
+            {
+                // Registered under the lock, so a token cancelled meanwhile runs CancelRead here
+                // (the lock is reentrant) and the wait completes before anyone can observe it.
+                _readToken = cancellationToken;
+                _readCancellation = cancellationToken.UnsafeRegister(
+                    static (state, token) => ((ReceivePipeReader)state!).CancelRead(token),
+                    this);
+            }
 
-        if (cancellationToken.CanBeCanceled)
-        {
-            _readCancellation = cancellationToken.UnsafeRegister(
-                static (state, token) => ((ReceivePipeReader)state!).CancelRead(token),
-                this);
+            return new ValueTask<ReadResult>(this, _readCore.Version);
         }
-
-        return new ValueTask<ReadResult>(this, _readCore.Version);
     }
 
     public override void AdvanceTo(SequencePosition consumed) => AdvanceTo(consumed, consumed);
@@ -203,56 +234,71 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
         lock (_sync)
         {
             ThrowIfReaderCompleted();
-            if (_head is null)
+            if (_readState == ReadState.None)
             {
-                return;
+                throw new InvalidOperationException("No reading operation to complete.");
             }
 
-            var consumedSegment = (Segment?)consumed.GetObject();
-            int consumedIndex = consumed.GetInteger();
-            if (consumedSegment is null)
+            // A position without a segment comes from an empty buffer (default, as Pipe's): nothing
+            // consumed, nothing examined, even if bytes were appended since.
+            Segment? consumedSegment = SegmentOf(consumed);
+            Segment? examinedSegment = SegmentOf(examined);
+            long consumedIndex = consumedSegment is null ? -1 : consumedSegment.RunningIndex + consumed.GetInteger();
+            long examinedIndex = examinedSegment is null ? -1 : examinedSegment.RunningIndex + examined.GetInteger();
+            if (consumedSegment is not null && examinedSegment is not null && examinedIndex < consumedIndex)
             {
-                consumedSegment = _head;
-                consumedIndex = _headStart;
+                throw new InvalidOperationException("The examined position cannot be less than the consumed position.");
             }
 
-            long consumedBytes = consumedSegment.RunningIndex + consumedIndex - (_head.RunningIndex + _headStart);
-            if (consumedBytes < 0 || consumedBytes > _length)
+            long start = _head is null ? _appended : _head.RunningIndex + _headStart;
+            if (consumedSegment is not null && (consumedIndex < start || consumedIndex > start + _length))
             {
                 throw new InvalidOperationException("The consumed position is outside the data the reader was given.");
             }
 
-            _length -= consumedBytes;
-            // Release every segment before the consumed one, and the consumed one too when it
-            // was read to its end; the writer cannot append meanwhile (it takes the same lock).
-            while (_head != consumedSegment)
+            // Decided before anything is released, against the data as it is now: examined up to the
+            // end means the next read waits for new bytes (or the end of the stream). Examining less
+            // changes nothing, as in Pipe: only an append makes the data new again.
+            if (examinedSegment == _tail && (examinedSegment is null || examined.GetInteger() == examinedSegment.Memory.Length))
             {
-                Segment done = _head!;
-                _head = done.NextSegment;
-                Release(done, ref returned);
+                _examinedEverything = true;
             }
 
-            if (consumedIndex == _head.Memory.Length)
+            if (examinedSegment is not null)
             {
-                Segment done = _head;
-                _head = done.NextSegment;
-                Release(done, ref returned);
-                _headStart = 0;
+                _lastExamined = examinedIndex;
             }
-            else
+            if (consumedSegment is not null)
             {
-                _headStart = consumedIndex;
+                _length -= consumedIndex - start;
+                // Release every segment before the consumed one, and the consumed one too when it
+                // was read to its end; the writer cannot append meanwhile (it takes the same lock).
+                while (_head != consumedSegment)
+                {
+                    Segment done = _head!;
+                    _head = done.NextSegment;
+                    Release(done, ref returned);
+                }
+
+                int indexInSegment = consumed.GetInteger();
+                if (indexInSegment == consumedSegment.Memory.Length)
+                {
+                    _head = consumedSegment.NextSegment;
+                    Release(consumedSegment, ref returned);
+                    _headStart = 0;
+                }
+                else
+                {
+                    _headStart = indexInSegment;
+                }
+
+                if (_head is null)
+                {
+                    _tail = null;
+                }
             }
 
-            if (_head is null)
-            {
-                _tail = null;
-            }
-
-            // Examined up to the end: the next read waits for new bytes (or the end of the stream).
-            var examinedSegment = (Segment?)examined.GetObject();
-            _examinedEverything = _tail is null ||
-                (examinedSegment == _tail && examined.GetInteger() >= _tail.Memory.Length);
+            _readState = ReadState.None;
             resume = _length <= _resumeThreshold;
         }
 
@@ -271,15 +317,16 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     {
         bool wake;
         ReadResult result = default;
+        Exception? readError;
         lock (_sync)
         {
             _cancelNextRead = true;
-            wake = TakePendingRead(ref result);
+            wake = TakePendingRead(ref result, out readError);
         }
 
         if (wake)
         {
-            _readCore.SetResult(result);
+            CompletePendingRead(result, readError);
         }
     }
 
@@ -294,6 +341,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
             }
 
             _readerCompleted = true;
+            _readState = ReadState.None;
             while (_head is not null)
             {
                 Segment done = _head;
@@ -316,6 +364,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     ReadResult IValueTaskSource<ReadResult>.GetResult(short token)
     {
         _readCancellation.Dispose();
+        _readCancellation = default;
         return _readCore.GetResult(token);
     }
 
@@ -326,74 +375,105 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
 
     private void CancelRead(CancellationToken token)
     {
-        bool wake;
+        ReadResult result = default;
+        Exception? readError;
         lock (_sync)
         {
-            wake = _readPending;
+            // A registration of an earlier read may fire late: only the waiting read's token counts.
+            if (!_readPending || !_readToken.Equals(token))
+            {
+                return;
+            }
+
             _readPending = false;
+            readError = TakeReadResult(ref result, canceledBy: token);
         }
 
-        if (wake)
-        {
-            _readCore.SetException(new OperationCanceledException(token));
-        }
+        CompletePendingRead(result, readError);
     }
 
-    /// <summary>If a read waits and can be satisfied now, claims it and builds its result (lock held).</summary>
-    private bool TakePendingRead(ref ReadResult result)
+    /// <summary>Pipe's reader awaitable is complete: there is something to report (lock held).</summary>
+    private bool IsReadReady => _cancelNextRead || _writerCompleted || (_length > 0 && !_examinedEverything);
+
+    /// <summary>If a read waits and can be satisfied now, claims it and builds its outcome (lock held).</summary>
+    private bool TakePendingRead(ref ReadResult result, out Exception? error)
     {
-        if (!_readPending)
-        {
-            return false;
-        }
-
-        if (_writerCompleted && _writerError is not null && !_cancelNextRead)
-        {
-            _readPending = false;
-            return true; // the caller completes it with the error
-        }
-
-        if (!TryReadUnsynchronized(ref result))
+        error = null;
+        if (!_readPending || !IsReadReady)
         {
             return false;
         }
 
         _readPending = false;
+        error = TakeReadResult(ref result, canceledBy: default);
         return true;
     }
 
-    private bool TryReadUnsynchronized(ref ReadResult result)
+    /// <summary>
+    /// The outcome of a read that is ready, in Pipe's order (its GetReadResult): the writer's error
+    /// first, then the cancellation (observed, so it is spent even if the read fails next), then a
+    /// read while the last one was not advanced. Returns the error to throw, or null (lock held).
+    /// </summary>
+    private Exception? TakeReadResult(ref ReadResult result, CancellationToken canceledBy)
     {
-        if (_cancelNextRead)
+        if (_writerCompleted && _writerError is not null)
         {
-            _cancelNextRead = false;
-            result = new ReadResult(GetBuffer(), isCanceled: true, isCompleted: _writerCompleted);
-            return true;
+            return _writerError;
         }
 
-        if (_writerCompleted)
+        bool canceled = _cancelNextRead || canceledBy.IsCancellationRequested;
+        _cancelNextRead = false;
+        if (_readState == ReadState.Active)
         {
-            if (_writerError is not null)
-            {
-                throw _writerError;
-            }
-
-            result = new ReadResult(GetBuffer(), isCanceled: false, isCompleted: true);
-            return true;
+            return new InvalidOperationException(AlreadyReadingMessage);
         }
 
-        if (_length > 0 && !_examinedEverything)
+        // A cancelled read hands out its buffer but need not be advanced.
+        _readState = canceled ? ReadState.Tentative : ReadState.Active;
+        if (canceledBy.IsCancellationRequested)
         {
-            result = new ReadResult(GetBuffer(), isCanceled: false, isCompleted: false);
-            return true;
+            return new OperationCanceledException(canceledBy);
         }
 
-        return false;
+        result = new ReadResult(GetBuffer(), canceled, _writerCompleted);
+        return null;
     }
+
+    /// <summary>Completes the read that waited (lock not held: its continuation may run inline).</summary>
+    private void CompletePendingRead(in ReadResult result, Exception? error)
+    {
+        if (error is not null)
+        {
+            _readCore.SetException(error);
+        }
+        else
+        {
+            _readCore.SetResult(result);
+        }
+    }
+
+    private static void ThrowIfFailed(Exception? error)
+    {
+        if (error is not null)
+        {
+            throw error;
+        }
+    }
+
+    private const string AlreadyReadingMessage = "Reading is already in progress: advance the last read's buffer first.";
+
+    private static void ThrowAlreadyReading() => throw new InvalidOperationException(AlreadyReadingMessage);
+
+    private static Segment? SegmentOf(in SequencePosition position) => position.GetObject() switch
+    {
+        null => null,
+        Segment segment => segment,
+        _ => throw new InvalidOperationException("The position is not one this reader handed out."),
+    };
 
     private ReadOnlySequence<byte> GetBuffer()
         => _head is null
-            ? ReadOnlySequence<byte>.Empty
+            ? default
             : new ReadOnlySequence<byte>(_head, _headStart, _tail!, _tail!.Memory.Length);
 
     private void Release(Segment segment, ref List<int>? returned)
@@ -434,6 +514,14 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
         {
             throw new InvalidOperationException("Reading is not allowed after the reader was completed.");
         }
+    }
+
+    /// <summary>Where the reader is between a read and its AdvanceTo (Pipe's reading states).</summary>
+    private enum ReadState : byte
+    {
+        None,      // no read to complete: AdvanceTo throws
+        Tentative, // a cancelled read, or a TryRead that found nothing: AdvanceTo may follow or not
+        Active,    // a read handed out a buffer: the next read must wait for its AdvanceTo
     }
 
     private sealed class Segment : ReadOnlySequenceSegment<byte>
