@@ -208,9 +208,13 @@ public class ReceivePipeReaderTests
         Assert.Throws<InvalidOperationException>(() => reader.AdvanceTo(result.Buffer.GetPosition(6), result.Buffer.GetPosition(2)));
         Assert.Throws<InvalidOperationException>(() => reader.AdvanceTo(ReadOnlySequence<byte>.Empty.Start)); // not this reader's
 
-        reader.AdvanceTo(result.Buffer.GetPosition(4)); // the refusals changed nothing
+        ReadOnlySequence<byte> first = result.Buffer;
+        reader.AdvanceTo(first.GetPosition(4)); // the refusals changed nothing
         Assert.True(reader.TryRead(out result));
         Assert.Equal("456789", Text(result.Buffer));
+        Assert.Throws<InvalidOperationException>(() => reader.AdvanceTo(first.GetPosition(2))); // already consumed
+        reader.AdvanceTo(result.Buffer.End);
+        Assert.Equal(0, reader.Length);
     }
 
     [Fact]

@@ -1,6 +1,7 @@
 using System;
 using System.Buffers;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Threading;
 using System.Threading.Tasks;
@@ -85,6 +86,7 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
     /// <returns>False when the reader has completed: the caller keeps ownership of the memory.</returns>
     public bool Append(ReadOnlyMemory<byte> memory, int bufferId, IMemoryOwner<byte>? owner)
     {
+        Debug.Assert(!memory.IsEmpty, "an empty segment would share its running index with the next one");
         bool wake;
         ReadResult result = default;
         Exception? readError = null;
@@ -250,8 +252,15 @@ internal sealed class ReceivePipeReader : PipeReader, IValueTaskSource<ReadResul
                 throw new InvalidOperationException("The examined position cannot be less than the consumed position.");
             }
 
+            // A stale position (a buffer advanced past before) may name a segment already given back
+            // and reused: it must be one of the segments held now, inside the unconsumed bytes, or
+            // releasing up to it would run past the tail (segments' running indexes only grow).
             long start = _head is null ? _appended : _head.RunningIndex + _headStart;
-            if (consumedSegment is not null && (consumedIndex < start || consumedIndex > start + _length))
+            if (consumedSegment is not null &&
+                (_head is null ||
+                 (consumedSegment != _head && consumedSegment.RunningIndex <= _head.RunningIndex) ||
+                 (uint)consumed.GetInteger() > (uint)consumedSegment.Memory.Length ||
+                 consumedIndex < start || consumedIndex > start + _length))
             {
                 throw new InvalidOperationException("The consumed position is outside the data the reader was given.");
             }
