@@ -89,6 +89,9 @@ public sealed class IoUringTransportOptions
     /// <remarks>Defaults to true.</remarks>
     public bool FallbackToKernelDispatch { get; set; } = true;
 
+    /// <summary>Fault injection and inspection for the project's tests; null in use (not bound from configuration: internal).</summary>
+    internal Internal.TransportTestHooks? TestHooks { get; set; }
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option out of range.</summary>
     internal void Validate()
     {

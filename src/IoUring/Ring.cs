@@ -196,8 +196,9 @@ internal sealed unsafe class Ring : IDisposable
     }
 
     /// <summary>
-    /// The next free SQE, zeroed by its <c>Prep…</c> call, or null when the SQ is full (then
-    /// <see cref="Submit"/> and try again). The entry belongs to the caller until the next submit.
+    /// The next free SQE, its <c>user_data</c> zeroed and the rest zeroed by its <c>Prep…</c> call,
+    /// or null when the SQ is full (then <see cref="Submit"/> and try again). The entry belongs to
+    /// the caller until the next submit.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public Sqe* GetSqe()
@@ -209,7 +210,9 @@ internal sealed unsafe class Ring : IDisposable
             return null;
         }
 
-        return &_sqes[_sqeTail++ & _sqMask];
+        Sqe* sqe = &_sqes[_sqeTail++ & _sqMask];
+        sqe->UserData = 0; // the slot's last request left its own; the preparers keep whatever is here
+        return sqe;
     }
 
     /// <summary>Like <see cref="GetSqe"/>, but submits what is queued to make room when the SQ is full.</summary>

@@ -290,7 +290,7 @@ public class DispatchTests
             await using DispatchServer server = await DispatchServer.StartAsync(ConnectionDispatch.LeastConnections, 2);
             (Socket socket, int _) = server.Connect();
             socket.Dispose();
-            created.AddRange(server.Factory.Dispatcher!.CreatedObjects);
+            created.AddRange(server.Hooks.CreatedBpfObjects);
         }
 
         // Program, listener map and load map of each run, plus each run's start-up trial program and map.
@@ -520,7 +520,14 @@ public class DispatchTests
     {
         private readonly IoUringServer _server;
 
-        private DispatchServer(IoUringServer server) => _server = server;
+        private DispatchServer(IoUringServer server, TransportTestHooks hooks)
+        {
+            _server = server;
+            Hooks = hooks;
+        }
+
+        /// <summary>What the transport recorded (the BPF objects dispatch created).</summary>
+        public TransportTestHooks Hooks { get; }
 
         public int Port => _server.Port;
 
@@ -529,9 +536,12 @@ public class DispatchTests
         public RingThread[] Rings => _server.Group.Rings;
 
         public static async Task<DispatchServer> StartAsync(ConnectionDispatch dispatch, int rings)
-            => new(await IoUringServer.StartAsync(
+        {
+            var hooks = new TransportTestHooks();
+            return new(await IoUringServer.StartAsync(
                 o =>
                 {
+                    o.TestHooks = hooks;
                     o.FallbackToKernelDispatch = false;
                     o.RingCount = rings;
                     o.Dispatch = dispatch;
@@ -549,7 +559,8 @@ public class DispatchTests
                             break;
                         }
                     }
-                })));
+                })), hooks);
+        }
 
         /// <summary>Connects (blocking, on the calling thread) and reads which ring took the connection.</summary>
         public (Socket Socket, int Ring) Connect()

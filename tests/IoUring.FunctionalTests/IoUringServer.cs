@@ -51,6 +51,16 @@ internal sealed class IoUringServer : IAsyncDisposable
     public static IoUringTransportFactory FactoryOf(IServiceProvider services)
         => services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
 
+    /// <summary>
+    /// The test hooks of a host's io_uring transport, made on first use: the ring threads read them
+    /// from the options on every use, so setting one takes effect on the next send.
+    /// </summary>
+    public static TransportTestHooks HooksOf(IServiceProvider services)
+    {
+        IoUringTransportOptions options = services.GetRequiredService<Microsoft.Extensions.Options.IOptions<IoUringTransportOptions>>().Value;
+        return options.TestHooks ??= new TransportTestHooks();
+    }
+
     /// <param name="configure">The transport's options; <see cref="IoUringTransportOptions.FallbackToSockets"/> is already off.</param>
     /// <param name="listen">The endpoint's connection pipeline (connection middleware, if any).</param>
     /// <param name="app">The HTTP application; none answers with an empty 200.</param>

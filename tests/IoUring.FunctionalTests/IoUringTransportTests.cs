@@ -155,7 +155,8 @@ public class IoUringTransportTests
             }));
         RingGroup group = server.Group;
         RingThread ring = Assert.Single(group.Rings);
-        ring.ShortSends = true;
+        TransportTestHooks hooks = IoUringServer.HooksOf(server.Services);
+        hooks.ShortSends = true;
         try
         {
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -168,7 +169,7 @@ public class IoUringTransportTests
         }
         finally
         {
-            ring.ShortSends = false;
+            hooks.ShortSends = false;
             await server.DisposeAsync();
         }
 
@@ -454,6 +455,7 @@ public class IoUringTransportTests
                 }
             }));
         RingGroup group = IoUringServer.FactoryOf(server.Services).Group!;
+        TransportTestHooks hooks = IoUringServer.HooksOf(server.Services);
 
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
@@ -463,10 +465,7 @@ public class IoUringTransportTests
             Assert.True(await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken) > 0);
 
             // The response is far larger than the socket buffers: sends are still to come. Make them fail.
-            foreach (RingThread ring in group.Rings)
-            {
-                ring.FailSendSubmissions = true;
-            }
+            hooks.FailSendSubmissions = true;
 
             long received = 0;
             try
@@ -487,9 +486,9 @@ public class IoUringTransportTests
         // The application's writes ended (Kestrel drops or fails writes to an aborted connection)
         // instead of waiting forever on a send that will never complete, and the server serves on.
         await appDone.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        hooks.FailSendSubmissions = false;
         foreach (RingThread ring in group.Rings)
         {
-            ring.FailSendSubmissions = false;
             Assert.True(ring.IsRunning);
         }
 

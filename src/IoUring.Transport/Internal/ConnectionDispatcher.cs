@@ -46,9 +46,6 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
 
     private bool _attachFellBack;
 
-    /// <summary>Kernel ids of every map and program this dispatcher created, for tests that check nothing outlives the host.</summary>
-    public System.Collections.Concurrent.ConcurrentBag<(string Kind, uint Id)> CreatedObjects { get; } = [];
-
     /// <summary>
     /// Sets up <see cref="IoUringTransportOptions.Dispatch"/> for <paramref name="group"/>. A mode that
     /// cannot be set up falls back to Kernel with one warning, or throws when
@@ -262,7 +259,7 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
     {
         int rings = _group.Rings.Length;
         _loadMap = BpfSyscall.CreateMap(BpfSyscall.MapTypeArray, 4, DispatchProgram.LoadEntrySize, (uint)rings, BpfSyscall.MapFlagMmapable, "ring_load");
-        CreatedObjects.Add(("map", BpfSyscall.GetId(_loadMap)));
+        _options.TestHooks?.CreatedBpfObjects.Add(("map", BpfSyscall.GetId(_loadMap)));
 
         // BPF_F_MMAPABLE array maps can be mapped since kernel commit fc9702273e2e ("bpf: Add mmap()
         // support for BPF_MAP_TYPE_ARRAY", Linux 5.5). The values start at offset 0 of the mapping,
@@ -309,8 +306,8 @@ internal sealed unsafe class ConnectionDispatcher : IDisposable
                 throw;
             }
 
-            CreatedObjects.Add(("program", programs.ProgramId));
-            CreatedObjects.Add(("map", programs.SocketsMapId));
+            _options.TestHooks?.CreatedBpfObjects.Add(("program", programs.ProgramId));
+            _options.TestHooks?.CreatedBpfObjects.Add(("map", programs.SocketsMapId));
             return programs;
         }
         catch

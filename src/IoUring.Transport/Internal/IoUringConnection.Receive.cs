@@ -23,9 +23,8 @@ internal sealed unsafe partial class IoUringConnection
 
     private void ArmReceive()
     {
-        Sqe* sqe = _ring.GetSqe();
+        Sqe* sqe = _ring.GetSqe(OpKind.Recv, _slot);
         sqe->PrepRecvMultishotSelect(_fd, _ring.Buffers.GroupId, bundle: false);
-        sqe->UserData = UserData.Encode(OpKind.Recv, _slot, _generation);
         _recvArmed = true;
     }
 
@@ -33,9 +32,8 @@ internal sealed unsafe partial class IoUringConnection
     {
         if (_recvArmed)
         {
-            Sqe* sqe = _ring.GetSqe();
-            sqe->PrepCancel64(UserData.Encode(OpKind.Recv, _slot, _generation));
-            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+            Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
+            sqe->PrepCancel64(_slot.Tag(OpKind.Recv));
         }
     }
 
@@ -61,7 +59,7 @@ internal sealed unsafe partial class IoUringConnection
         int result = cqe.Res;
         if (cqe.HasBuffer)
         {
-            _ring.BufferTaken();
+            _ring.Buffers.Taken();
         }
 
         if (result > 0)
@@ -78,7 +76,7 @@ internal sealed unsafe partial class IoUringConnection
         {
             if (cqe.HasBuffer)
             {
-                _ring.ReturnBufferOnRing(cqe.BufferId);
+                _ring.Buffers.ReturnOnRing(cqe.BufferId);
             }
 
             // End of stream: the peer sent FIN, or our own shutdown ended the receive.
@@ -91,7 +89,7 @@ internal sealed unsafe partial class IoUringConnection
             // this connection once it has buffers again.
             if (CanReceive)
             {
-                _ring.WaitForBuffers(this);
+                _ring.Buffers.WaitFor(this);
                 return;
             }
         }
@@ -130,15 +128,15 @@ internal sealed unsafe partial class IoUringConnection
     {
         if (_inputDone)
         {
-            _ring.ReturnBufferOnRing(bufferId);
+            _ring.Buffers.ReturnOnRing(bufferId);
             return;
         }
 
-        if (_reader.HeldRingBuffers < MaxHeldRingBuffers && !_ring.BuffersScarce)
+        if (_reader.HeldRingBuffers < MaxHeldRingBuffers && !_ring.Buffers.Scarce)
         {
-            if (!_reader.Append(_ring.BufferMemory(bufferId).Memory[..length], bufferId, owner: null))
+            if (!_reader.Append(_ring.Buffers.Memory(bufferId).Memory[..length], bufferId, owner: null))
             {
-                _ring.ReturnBufferOnRing(bufferId);
+                _ring.Buffers.ReturnOnRing(bufferId);
             }
 
             return;
@@ -159,7 +157,7 @@ internal sealed unsafe partial class IoUringConnection
             data = data[n..];
         }
 
-        _ring.ReturnBufferOnRing(bufferId);
+        _ring.Buffers.ReturnOnRing(bufferId);
     }
 
     /// <summary>The application is MaxReadBufferSize behind: stop taking data until it catches up.</summary>

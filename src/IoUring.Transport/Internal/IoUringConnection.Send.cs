@@ -4,14 +4,13 @@ using System.IO;
 using System.Threading.Tasks;
 using System.Threading.Tasks.Sources;
 using IoUring.Interop;
+using IoUring.Sockets;
 using Microsoft.AspNetCore.Connections;
 
 namespace IoUring.Transport.Internal;
 
 internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 {
-    private const int MsgNoSignal = 0x4000; // MSG_NOSIGNAL: EPIPE as an error, never SIGPIPE
-
     // Send state: the send loop fills it, posts OpSend, and awaits _sendCore; the ring thread
     // owns it until it completes _sendCore. Never touched by both at once.
     private ManualResetValueTaskSourceCore<int> _sendCore;
@@ -78,12 +77,13 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
 
     private void SubmitSendMsg()
     {
-        if (_ring.FailSendSubmissions)
+        TransportTestHooks? hooks = _ring.Hooks;
+        if (hooks?.FailSendSubmissions == true)
         {
             throw new IoUringException("Injected: getting an SQE for a send", Errno.EBUSY);
         }
 
-        Sqe* sqe = _ring.GetSqe();
+        Sqe* sqe = _ring.GetSqe(OpKind.Send, _slot);
         // Zero copy: two CQEs, the result (F_MORE), then the notification (F_NOTIF) once the kernel
         // no longer reads our memory (io_uring_prep_send_zc(3), io_uring_prep_sendmsg_zc(3)). The
         // send completes on the notification, so the send loop cannot recycle the blocks while the
@@ -94,18 +94,18 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             // One segment: what is left of it, straight from its pinned memory.
             byte* data = (byte*)_sendHandle.Pointer + _sendDone;
             int length = _sendTotal - _sendDone;
-            if (_ring.ShortSends)
+            if (hooks?.ShortSends == true)
             {
-                length = Math.Min(length, RingThread.ShortSendBytes);
+                length = Math.Min(length, TransportTestHooks.ShortSendBytes);
             }
 
             if (zeroCopy)
             {
-                sqe->PrepSendZc(_fd, data, (uint)length, MsgNoSignal);
+                sqe->PrepSendZc(_fd, data, (uint)length, SocketInterop.MSG_NOSIGNAL);
             }
             else
             {
-                sqe->PrepSend(_fd, data, (uint)length, MsgNoSignal);
+                sqe->PrepSend(_fd, data, (uint)length, SocketInterop.MSG_NOSIGNAL);
             }
         }
         else
@@ -113,14 +113,14 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             MsgHdr* msg = _send.Msg;
             *msg = default;
             msg->Iov = _send.Iovecs + _iovIndex;
-            msg->IovLen = _ring.ShortSends ? 1 : (nuint)(_iovCount - _iovIndex);
+            msg->IovLen = hooks?.ShortSends == true ? 1 : (nuint)(_iovCount - _iovIndex);
             if (zeroCopy)
             {
-                sqe->PrepSendMsgZc(_fd, msg, MsgNoSignal);
+                sqe->PrepSendMsgZc(_fd, msg, SocketInterop.MSG_NOSIGNAL);
             }
             else
             {
-                sqe->PrepSendMsg(_fd, msg, MsgNoSignal);
+                sqe->PrepSendMsg(_fd, msg, SocketInterop.MSG_NOSIGNAL);
             }
         }
 
@@ -129,8 +129,6 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
             _zcInFlight = true;
             _ring.ZeroCopySends++;
         }
-
-        sqe->UserData = UserData.Encode(OpKind.Send, _slot, _generation);
         _sendsInFlight++;
     }
 

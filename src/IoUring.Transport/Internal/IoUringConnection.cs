@@ -23,7 +23,7 @@ namespace IoUring.Transport.Internal;
 /// </summary>
 internal sealed partial class IoUringConnection : ConnectionContext, IRingCompletionHandler, IRingWork,
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
-    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature, IReceiveBufferOwner, IDuplexPipe
+    IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature, IReceiveBufferOwner, IReceiveBufferWaiter, IDuplexPipe
 {
     private const int OpShutdown = 1;
     private const int OpClose = 2;
@@ -32,8 +32,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     private readonly RingThread _ring;
     private readonly int _fd;
-    private readonly int _slot;
-    private readonly uint _generation;
+    private readonly RingSlot _slot;
     private readonly ILogger _logger;
     private const int MaxHeldRingBuffers = 16; // provided buffers one connection may hold before receives are copied
 
@@ -72,7 +71,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         MemoryPool = outputOptions.Pool;
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
-        (_slot, _generation) = ring.AllocateSlot(this);
+        _slot = ring.AllocateSlot(this);
 
         long maxRead = options.MaxReadBufferSize ?? 0;
         // Input: the ring thread appends the received buffers; the application's read continuations
@@ -234,7 +233,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     }
 
     /// <summary>The ring thread died: end everything without it (ring thread, in its last moments).</summary>
-    public void FailFromRing(Exception error)
+    public void OnRingFailed(Exception error)
     {
         var reason = new ConnectionAbortedException("The io_uring ring thread failed.", error);
         lock (_shutdownLock)
@@ -261,10 +260,12 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     /// <summary>
     /// Handling this connection threw on the ring thread (a bug, or a ring that could not take an
-    /// SQE): end it here and now, without relying on ring operations that may have been lost.
+    /// SQE): log it and end this connection only, here and now, without relying on ring operations
+    /// that may have been lost.
     /// </summary>
-    public void FailOnRing(Exception error)
+    public void OnFault(Exception error)
     {
+        IoUringTransportLog.ConnectionError(_logger, ConnectionId, error);
         lock (_shutdownLock)
         {
             if (!_shutdownStarted)
@@ -308,7 +309,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
                 CompleteSend(-Errno.ECANCELED);
                 break;
             case OpClose:
-                _ringClosed.TrySetResult(); // FailFromRing closed the descriptor
+                _ringClosed.TrySetResult(); // OnRingFailed closed the descriptor
                 break;
         }
     }
@@ -469,9 +470,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private unsafe void ResetAndCancelInFlight()
     {
         _ = LinuxSocket.TrySetLingerZero(_fd);
-        Sqe* sqe = _ring.GetSqe();
+        Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
         sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All); // what is in flight ends with ECANCELED
-        sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
     }
 
     private void TryFinishClose()

@@ -2,6 +2,7 @@ using System;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks;
 using IoUring.Interop;
+using IoUring.Sockets;
 using Microsoft.Extensions.Logging;
 
 namespace IoUring.Transport.Internal;
@@ -16,7 +17,6 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     private const int OpStart = 1;
     private const int OpStop = 2;
     private const int OpAdopt = 3;
-    private const int SockCloexec = 0x80000;
     private static readonly TimeSpan s_minBackoff = TimeSpan.FromMilliseconds(1);
     private static readonly TimeSpan s_maxBackoff = TimeSpan.FromSeconds(1);
 
@@ -30,8 +30,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     private readonly TaskCompletionSource _stopped = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     // Ring-thread state.
-    private int _slot = -1;
-    private uint _generation;
+    private RingSlot _slot = RingSlot.None;
     private bool _acceptArmed;
     private bool _backoffArmed;
     private bool _stopping;
@@ -60,7 +59,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         switch (operation)
         {
             case OpStart:
-                (_slot, _generation) = ring.AllocateSlot(this);
+                _slot = ring.AllocateSlot(this);
                 _backoffTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
                 ArmAccept();
                 break;
@@ -124,10 +123,11 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         TryFinishStop();
     }
 
-    /// <summary>Handling a completion threw (a bug): pause, then accept again, as after an accept error (ring thread).</summary>
-    public void RecoverAfterError()
+    /// <summary>Handling a completion threw (a bug): log it, pause, then accept again, as after an accept error (ring thread).</summary>
+    public void OnFault(Exception error)
     {
-        if (_stopping || _slot < 0)
+        IoUringTransportLog.ListenerError(_logger, _ring.Index, error);
+        if (_stopping || !_slot.IsAssigned)
         {
             TryFinishStop();
             return;
@@ -164,17 +164,15 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     {
         // Accepted sockets stay blocking: io_uring polls them itself, and a blocking socket is what
         // a user of IConnectionSocketFeature expects.
-        Sqe* sqe = _ring.GetSqe();
-        sqe->PrepMultishotAccept(_fd, SockCloexec);
-        sqe->UserData = UserData.Encode(OpKind.Accept, _slot, _generation);
+        Sqe* sqe = _ring.GetSqe(OpKind.Accept, _slot);
+        sqe->PrepMultishotAccept(_fd, SocketInterop.SOCK_CLOEXEC);
         _acceptArmed = true;
     }
 
     private void CancelAccept()
     {
-        Sqe* sqe = _ring.GetSqe();
-        sqe->PrepCancel64(UserData.Encode(OpKind.Accept, _slot, _generation));
-        sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+        Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
+        sqe->PrepCancel64(_slot.Tag(OpKind.Accept));
     }
 
     private void ArmBackoff()
@@ -185,9 +183,8 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         }
 
         *_backoffTimespec = KernelTimespec.FromTimeSpan(_backoff);
-        Sqe* sqe = _ring.GetSqe();
+        Sqe* sqe = _ring.GetSqe(OpKind.AcceptBackoff, _slot);
         sqe->PrepTimeout(_backoffTimespec, 0, 0);
-        sqe->UserData = UserData.Encode(OpKind.AcceptBackoff, _slot, _generation);
         _backoffArmed = true;
         _backoff = _backoff * 2 > s_maxBackoff ? s_maxBackoff : _backoff * 2;
     }
@@ -202,9 +199,8 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
         if (_backoffArmed)
         {
-            Sqe* sqe = _ring.GetSqe();
-            sqe->PrepCancel64(UserData.Encode(OpKind.AcceptBackoff, _slot, _generation));
-            sqe->UserData = UserData.Encode(OpKind.Cancel, _slot, _generation);
+            Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
+            sqe->PrepCancel64(_slot.Tag(OpKind.AcceptBackoff));
         }
 
         TryFinishStop();
@@ -212,7 +208,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     private void TryFinishStop()
     {
-        if (!_stopping || _acceptArmed || _backoffArmed || _slot < 0)
+        if (!_stopping || _acceptArmed || _backoffArmed || !_slot.IsAssigned)
         {
             return;
         }
@@ -224,7 +220,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         }
 
         _ring.FreeSlot(_slot);
-        _slot = -1;
+        _slot = RingSlot.None;
         NativeMemory.Free(_backoffTimespec);
         _backoffTimespec = null;
         _stopped.TrySetResult();
@@ -235,14 +231,14 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     /// sends new connections to the other rings' sockets of the group. The failure is logged by
     /// the ring; stopping this listener later has nothing left to do.
     /// </summary>
-    public void FailFromRing(Exception error)
+    public void OnRingFailed(Exception error)
     {
-        if (_slot >= 0 && _ownsFd)
+        if (_slot.IsAssigned && _ownsFd)
         {
             Libc.Close(_fd);
         }
 
-        _slot = -1;
+        _slot = RingSlot.None;
         _stopped.TrySetResult();
         _listener.RingListenerFailed(error);
     }
@@ -253,7 +249,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         {
             if (_ownsFd)
             {
-                Libc.Close(_fd); // never started, so FailFromRing did not see it
+                Libc.Close(_fd); // never started, so OnRingFailed did not see it
             }
 
             _listener.RingListenerFailed(error);

@@ -3,19 +3,20 @@ using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
-using System.Runtime.InteropServices;
 using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Interop;
-using Microsoft.Win32.SafeHandles;
 using Microsoft.Extensions.Logging;
 
 namespace IoUring.Transport.Internal;
 
 /// <summary>
 /// One ring and the dedicated thread that alone submits to it. Other threads hand it work through
-/// <see cref="Post"/>; the thread sleeps in io_uring_enter and is woken by an eventfd whose read is
-/// kept pending in the ring, written only when the thread has announced that it sleeps.
+/// <see cref="Post"/>; the thread sleeps in io_uring_enter and is woken by <see cref="RingWaker"/>.
+/// The loop routes and knows no concrete handler: completions go to the owner of the slot their
+/// <c>user_data</c> names (<see cref="RingSlots"/>), posted work to its <see cref="IRingWork"/>,
+/// provided buffers are counted by <see cref="ReceiveBuffers"/>. One turn is <see cref="Turn"/>;
+/// docs/design.md describes it and the threading model.
 /// </summary>
 [SuppressMessage("Design", "CA1001", Justification = "The ring thread disposes what it owns when its loop ends (Cleanup); nothing else may.")]
 internal sealed unsafe class RingThread
@@ -31,24 +32,14 @@ internal sealed unsafe class RingThread
     private readonly ILogger _logger;
     private readonly Thread _thread;
     private readonly TaskCompletionSource _started = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly List<IRingCompletionHandler?> _slots = [];
-    private readonly List<uint> _generations = [];
-    private readonly Stack<int> _freeSlots = new();
-    private readonly Queue<IoUringConnection> _waitingForBuffers = new(); // in the order their receives ran dry
-    private readonly ConcurrentQueue<int> _returnedBuffers = new(); // provided buffers the application is done with
+    private readonly RingSlots _slots = new(); // ring thread only
 
     private Ring? _ring;
-    private BufferRing? _buffers;
-    private int _eventFd = -1;
-    private SafeFileHandle? _eventFdHandle; // owns _eventFd; Wake takes a reference, so the number is never written after close
-    private ulong* _eventValue;        // the pending eventfd read writes here (native: the kernel writes it later).
-    private int _needsWake;            // 1 while the ring thread is about to sleep or sleeping; set by it, cleared by either side.
+    private ReceiveBuffers? _buffers;
+    private RingWaker? _waker;
     private volatile bool _stopping;   // set by Stop; the loop ends once no slot is in use.
-    private int _liveSlots;            // ring thread only.
     private long _activeConnections;   // ring thread writes; see ActiveConnections.
-    private int _buffersOut;           // provided buffers the kernel filled and we have not given back (ring thread only).
     private bool _dataDelivered;       // data went to an application since the ring last slept (ring thread only).
-    private ReceiveBufferMemory[] _bufferMemory = [];
     private Exception? _startError;
     private Exception? _endReason;     // set once by the ring thread when its loop ended (failed or stopped); Posts are rejected from then on
 
@@ -69,8 +60,11 @@ internal sealed unsafe class RingThread
     /// <summary>The ring (ring thread only).</summary>
     public Ring Ring => _ring!;
 
-    /// <summary>The provided receive buffers (ring thread only).</summary>
-    public BufferRing Buffers => _buffers!;
+    /// <summary>The provided receive buffers (ring thread only, but for the counts).</summary>
+    public ReceiveBuffers Buffers => _buffers!;
+
+    /// <summary>Fault injection for tests (<see cref="IoUringTransportOptions.TestHooks"/>); null in use.</summary>
+    public TransportTestHooks? Hooks => _options.TestHooks;
 
     public bool IsOnRingThread => Thread.CurrentThread == _thread;
 
@@ -101,9 +95,9 @@ internal sealed unsafe class RingThread
 
     public long Completions { get; private set; }
 
-    public long BuffersInUse => Volatile.Read(ref _buffersOut);
+    public long BuffersInUse => _buffers?.Out ?? 0;
 
-    public long BufferShortages { get; private set; }
+    public long BufferShortages => _buffers?.Shortages ?? 0;
 
     /// <summary>Whether the ring's thread is still running.</summary>
     public bool IsRunning => _thread.IsAlive;
@@ -140,28 +134,12 @@ internal sealed unsafe class RingThread
     public void RequestStop()
     {
         _stopping = true;
-        // Store, then load _needsWake in Wake: without a full fence between them the store could
-        // still sit in this core's store buffer while the ring thread announces its sleep and reads
-        // _stopping as false, and we read _needsWake as 0 — both would miss the other.
+        // Store, then load the waker's flag in Wake: without a full fence between them the store
+        // could still sit in this core's store buffer while the ring thread announces its sleep and
+        // reads _stopping as false, and we read the flag as 0: both would miss the other.
         Interlocked.MemoryBarrier();
-        Wake();
+        _waker?.Wake();
     }
-
-    /// <summary>
-    /// Fault injection for tests: the next send submissions on this ring fail as if the ring could
-    /// not take an SQE (the kernel cannot be made to refuse one on demand). Always false in use.
-    /// </summary>
-    public bool FailSendSubmissions { get; set; }
-
-    /// <summary>
-    /// Fault injection for tests: every send on this ring hands the kernel only part of what it
-    /// has, at most <see cref="ShortSendBytes"/> of one segment or the first iovec of a sendmsg, so
-    /// the partial sends a full socket causes now and then happen on every send. Always false in use.
-    /// </summary>
-    public bool ShortSends { get; set; }
-
-    /// <summary>What a send of one segment hands the kernel at most under <see cref="ShortSends"/>.</summary>
-    public const int ShortSendBytes = 1000;
 
     /// <summary>Whether the ring's loop has ended (stopped or failed): work posted to it is rejected.</summary>
     public bool HasEnded => Volatile.Read(ref _endReason) is not null;
@@ -182,7 +160,7 @@ internal sealed unsafe class RingThread
             return;
         }
 
-        Wake();
+        _waker?.Wake();
     }
 
     /// <summary>The ring's loop has ended; whatever is still queued will never run.</summary>
@@ -194,115 +172,40 @@ internal sealed unsafe class RingThread
         }
     }
 
-    /// <summary>Assigns a slot to <paramref name="handler"/>; returns its index and current generation (ring thread).</summary>
-    public (int Slot, uint Generation) AllocateSlot(IRingCompletionHandler handler)
+    /// <summary>Assigns a slot to <paramref name="handler"/> (ring thread).</summary>
+    public RingSlot AllocateSlot(IRingCompletionHandler handler)
     {
-        int slot;
-        if (_freeSlots.Count > 0)
-        {
-            slot = _freeSlots.Pop();
-            _slots[slot] = handler;
-        }
-        else
-        {
-            slot = _slots.Count;
-            _slots.Add(handler);
-            _generations.Add(0);
-        }
-
-        _liveSlots++;
-        return (slot, _generations[slot]);
+        Debug.Assert(IsOnRingThread, "slots belong to the ring thread");
+        return _slots.Allocate(handler);
     }
 
-    /// <summary>Frees a slot; its generation moves on so late completions of the old owner are dropped (ring thread).</summary>
-    public void FreeSlot(int slot)
+    /// <summary>Gives a slot back once none of its requests can complete any more (ring thread).</summary>
+    public void FreeSlot(RingSlot slot)
     {
-        _slots[slot] = null;
-        _generations[slot] = (_generations[slot] + 1) & 0xFF_FFFF;
-        _freeSlots.Push(slot);
-        _liveSlots--;
+        Debug.Assert(IsOnRingThread, "slots belong to the ring thread");
+        _slots.Free(slot);
     }
 
-    /// <summary>Memory over provided buffer <paramref name="bufferId"/>, for pipe segments.</summary>
-    public ReceiveBufferMemory BufferMemory(ushort bufferId) => _bufferMemory[bufferId];
-
-    /// <summary>
-    /// Whether receives should be copied out and their buffers returned at once: when a quarter or
-    /// less of the ring's buffers is left, holding more would let slow readers starve every other
-    /// connection of the ring (ring thread).
-    /// </summary>
-    public bool BuffersScarce => _buffersOut > _buffers!.Count * 3 / 4;
-
-    /// <summary>Counts a buffer the kernel just filled (ring thread).</summary>
-    public void BufferTaken() => _buffersOut++;
-
-    /// <summary>Gives a buffer straight back from the ring thread.</summary>
-    public void ReturnBufferOnRing(ushort bufferId)
-    {
-        _buffers!.Return(bufferId);
-        _buffersOut--;
-    }
-
-    /// <summary>The application advanced past these buffers; any thread. They go back on the next loop turn.</summary>
+    /// <summary>The application advanced past these provided buffers (any thread); they go back on the next turn.</summary>
     public void ReturnBuffers(List<int> bufferIds)
     {
-        foreach (int id in bufferIds)
+        if (_buffers!.Return(bufferIds, _stopping))
         {
-            _returnedBuffers.Enqueue(id);
-        }
-
-        // A sleeping ring is woken for returns only when it may need them: more than half of its
-        // buffers are out (connections may be parked on ENOBUFS, or about to copy), or it is
-        // stopping and waits for every buffer. Otherwise they ride along with the next wake-up,
-        // which under load is the response's send a moment later: measured 0.77 eventfd writes
-        // and 2.8 context switches per request at 16 connections before (perf/README.md).
-        // Dekker pairing: the enqueue above is a full fence (ConcurrentQueue uses Interlocked), and
-        // the ring thread stores _buffersOut, then fences (the exchange of _needsWake), then looks
-        // at this queue before sleeping; so either it sees these ids, or we see its _buffersOut.
-        if (_stopping || Volatile.Read(ref _buffersOut) > _buffers!.Count / 2)
-        {
-            Wake();
+            _waker!.Wake();
         }
     }
 
-    /// <summary>A connection whose multishot receive ended with ENOBUFS; re-armed once the ring has buffers again.</summary>
-    public void WaitForBuffers(IoUringConnection connection)
+    /// <summary>
+    /// The next SQE with its <c>user_data</c> already naming <paramref name="slot"/> and
+    /// <paramref name="kind"/>, submitting first if the queue is full (ring thread). The caller
+    /// prepares it (the preparers keep <c>user_data</c>).
+    /// </summary>
+    public Sqe* GetSqe(OpKind kind, RingSlot slot)
     {
-        BufferShortages++;
-        _waitingForBuffers.Enqueue(connection);
-    }
-
-    /// <summary>The next SQE, submitting first if the queue is full (ring thread).</summary>
-    public Sqe* GetSqe() => _ring!.GetSqeSubmitIfFull();
-
-    private void Wake()
-    {
-        // Pairs with the ring thread's store of 1 and re-check of the queue before it sleeps:
-        // both sides use a full fence (Interlocked), so either the ring thread sees our item or we
-        // see its flag (a Dekker handshake). Only one poster wins the exchange and writes.
-        if (Volatile.Read(ref _needsWake) != 0 && Interlocked.Exchange(ref _needsWake, 0) != 0)
-        {
-            // The reference keeps the descriptor open while we write: a ring that just ended has
-            // closed its eventfd, and the same number may already name another file.
-            bool added = false;
-            try
-            {
-                _eventFdHandle!.DangerousAddRef(ref added);
-                ulong one = 1;
-                _ = Libc.Write(_eventFd, &one, sizeof(ulong));
-            }
-            catch (ObjectDisposedException)
-            {
-                // The ring is gone; nobody is left to wake.
-            }
-            finally
-            {
-                if (added)
-                {
-                    _eventFdHandle!.DangerousRelease();
-                }
-            }
-        }
+        Debug.Assert(IsOnRingThread, "only the ring thread may submit (IORING_SETUP_SINGLE_ISSUER)");
+        Sqe* sqe = _ring!.GetSqeSubmitIfFull();
+        sqe->UserData = slot.Tag(kind);
+        return sqe;
     }
 
     private void Run()
@@ -321,24 +224,8 @@ internal sealed unsafe class RingThread
                 ZeroCopySendThreshold = threshold;
             }
 
-            _buffers = BufferRing.Create(_ring, 0, _options.ReceiveBufferCount, _options.ReceiveBufferSize);
-            _bufferMemory = new ReceiveBufferMemory[_buffers.Count];
-            for (int i = 0; i < _bufferMemory.Length; i++)
-            {
-                _bufferMemory[i] = new ReceiveBufferMemory(_buffers.GetBuffer((ushort)i), _buffers.BufferSize);
-            }
-
-            // Blocking on purpose: io_uring honours O_NONBLOCK on reads and would complete the pending
-            // read with -EAGAIN instead of parking it until a write.
-            _eventFd = Libc.EventFd(0, Libc.EfdCloexec);
-            if (_eventFd < 0)
-            {
-                throw new IoUringException("eventfd", Libc.LastErrno);
-            }
-
-            _eventFdHandle = new SafeFileHandle(_eventFd, ownsHandle: true);
-
-            _eventValue = (ulong*)NativeMemory.Alloc(sizeof(ulong));
+            _buffers = new ReceiveBuffers(BufferRing.Create(_ring, 0, _options.ReceiveBufferCount, _options.ReceiveBufferSize));
+            _waker = RingWaker.Create();
             ArmWakeRead();
         }
         catch (Exception ex)
@@ -353,7 +240,10 @@ internal sealed unsafe class RingThread
         Exception endReason = new ObjectDisposedException($"io_uring ring {Index}", "The ring has stopped.");
         try
         {
-            Loop();
+            var completions = new Cqe[CompletionBatch];
+            while (Turn(completions))
+            {
+            }
         }
         catch (Exception ex)
         {
@@ -370,7 +260,7 @@ internal sealed unsafe class RingThread
             }
 
             Load?.MarkDead(); // before the listeners close: LeastConnections stops choosing this ring
-            AbortAllAfterFailure(ex);
+            FailEveryHandler(ex);
         }
         finally
         {
@@ -382,66 +272,114 @@ internal sealed unsafe class RingThread
         }
     }
 
-    private void Loop()
+    /// <summary>
+    /// One turn of the loop: run posted work, put given-back buffers into the buffer ring, reap and
+    /// route completions, re-arm receives that waited for buffers; then stop, go round again at once
+    /// (something happened, so submit what it queued), wait briefly for a response, or sleep until
+    /// a completion or a wake. Returns false when the ring may end.
+    /// </summary>
+    private bool Turn(Cqe[] completions)
     {
-        var batch = new Cqe[CompletionBatch];
-        while (true)
+        bool worked = RunPostedWork() | _buffers!.DrainReturned();
+        int reaped = ReapAndRoute(completions);
+        _buffers.RearmWaiting();
+        if (MayEnd)
         {
-            bool didWork = DrainQueue() | DrainReturnedBuffers();
-            int count = _ring!.CopyCompletions(batch);
-            Completions += count;
-            for (int i = 0; i < count; i++)
-            {
-                Dispatch(in batch[i]);
-            }
-
-            if (_waitingForBuffers.Count > 0 && _buffersOut < _buffers!.Count)
-            {
-                // The ring has buffers again: re-arm, first come first served, as many connections
-                // as there are free buffers (each will take at least one; more would only end in
-                // ENOBUFS again). While it has none, waiting connections stay parked until a
-                // return, so a dry ring never turns into a loop without progress.
-                int free = _buffers.Count - _buffersOut;
-                while (free > 0 && _waitingForBuffers.TryDequeue(out IoUringConnection? connection))
-                {
-                    if (connection.RearmReceiveAfterBufferShortage())
-                    {
-                        free--;
-                    }
-                }
-            }
-
-            if (_stopping && _liveSlots == 0 && _buffersOut == 0)
-            {
-                return;
-            }
-
-            if (didWork || count > 0)
-            {
-                Submit(_ring.Submit());
-                continue;
-            }
-
-            if (_dataDelivered)
-            {
-                _dataDelivered = false;
-                if (AwaitWorkBriefly())
-                {
-                    continue;
-                }
-            }
-
-            // Announce the sleep, then look once more: a Post that missed the flag is seen here.
-            Interlocked.Exchange(ref _needsWake, 1);
-            if (!_queue.IsEmpty || !_returnedBuffers.IsEmpty || (_stopping && _liveSlots == 0 && _buffersOut == 0))
-            {
-                Interlocked.Exchange(ref _needsWake, 0);
-                continue;
-            }
-
-            Submit(_ring.SubmitAndWait(1));
-            Interlocked.Exchange(ref _needsWake, 0);
+            return false;
         }
+
+        if (worked || reaped > 0)
+        {
+            Submit(_ring!.Submit());
+            return true;
+        }
+
+        if (_dataDelivered)
+        {
+            _dataDelivered = false;
+            if (AwaitWorkBriefly())
+            {
+                return true;
+            }
+        }
+
+        SleepUntilWoken();
+        return true;
+    }
+
+    /// <summary>Stopping, and nothing is left: no slot in use, no buffer out.</summary>
+    private bool MayEnd => _stopping && _slots.Live == 0 && _buffers!.Out == 0;
+
+    private bool RunPostedWork()
+    {
+        bool any = false;
+        while (_queue.TryDequeue(out var item))
+        {
+            any = true;
+            try
+            {
+                item.Work.Execute(this, item.Operation);
+            }
+            catch (Exception ex) when (item.Work is IRingCompletionHandler owner)
+            {
+                owner.OnFault(ex); // work without a slot (a handover, pinning) fails the ring instead
+            }
+        }
+
+        return any;
+    }
+
+    private int ReapAndRoute(Cqe[] completions)
+    {
+        int count = _ring!.CopyCompletions(completions);
+        Completions += count;
+        for (int i = 0; i < count; i++)
+        {
+            Route(in completions[i]);
+        }
+
+        return count;
+    }
+
+    private void Route(in Cqe cqe)
+    {
+        OpKind kind = UserData.Kind(cqe.UserData);
+        if (kind == OpKind.Wake)
+        {
+            ArmWakeRead();
+            return;
+        }
+
+        IRingCompletionHandler? handler = _slots.Find(cqe.UserData); // null: for a slot's previous owner
+        if (handler is null)
+        {
+            return;
+        }
+
+        try
+        {
+            handler.OnCompletion(this, kind, in cqe);
+        }
+        catch (Exception ex)
+        {
+            // A bug or an unexpected errno in one owner's handling costs that owner only, not the
+            // ring and everything on it.
+            handler.OnFault(ex);
+        }
+    }
+
+    private void SleepUntilWoken()
+    {
+        // Announce the sleep, then look once more: a Post that missed the flag is seen here.
+        _waker!.AnnounceSleep();
+        if (!_queue.IsEmpty || _buffers!.HasReturns || MayEnd)
+        {
+            _waker.EndSleep();
+            return;
+        }
+
+        Submit(_ring!.SubmitAndWait(1));
+        _waker.EndSleep();
     }
 
     /// <summary>Notes that received data went to an application: its response is likely to follow shortly (ring thread).</summary>
@@ -452,9 +390,8 @@ internal sealed unsafe class RingThread
     /// the CPU is cheaper than sleeping in io_uring_enter and being woken through the eventfd (a
     /// write by the poster, a wake-up and a context switch here). The ring yields while it waits
     /// rather than spinning: the thread-pool threads that produce the work need a CPU, and with a
-    /// ring per CPU (the default) spinning rings can hold every CPU. Measured unpinned on two CPUs
-    /// (perf/README.md, Unpinned): spinning there cost twice the CPU per request of yielding
-    /// (47 against 23 µs at 16 connections). Returns whether work came.
+    /// ring per CPU (the default) spinning rings can hold every CPU (perf/README.md, Unpinned).
+    /// Returns whether work came.
     /// </summary>
     private bool AwaitWorkBriefly()
     {
@@ -472,24 +409,6 @@ internal sealed unsafe class RingThread
         return false;
     }
 
-    private bool DrainReturnedBuffers()
-    {
-        int count = 0;
-        while (_returnedBuffers.TryDequeue(out int id))
-        {
-            _buffers!.Add((ushort)id, count++);
-        }
-
-        if (count == 0)
-        {
-            return false;
-        }
-
-        _buffers!.Advance(count); // one tail store publishes the whole batch
-        _buffersOut -= count;
-        return true;
-    }
-
     private static void Submit(int result)
     {
         // EINTR: a signal (the runtime uses them to suspend threads) cut the wait short; EAGAIN and
@@ -500,87 +419,16 @@ internal sealed unsafe class RingThread
         }
     }
 
-    private bool DrainQueue()
+    private void ArmWakeRead() => _waker!.PrepareRead(GetSqe(OpKind.Wake, new RingSlot(0, 0)));
+
+    /// <summary>The loop failed: every owner of a slot ends without the ring (ring thread, its last moments).</summary>
+    private void FailEveryHandler(Exception ex)
     {
-        bool any = false;
-        while (_queue.TryDequeue(out var item))
-        {
-            any = true;
-            try
-            {
-                item.Work.Execute(this, item.Operation);
-            }
-            catch (Exception ex) when (item.Work is IoUringConnection connection)
-            {
-                FailConnection(connection, ex);
-            }
-        }
-
-        return any;
-    }
-
-    private void Dispatch(in Cqe cqe)
-    {
-        OpKind kind = UserData.Kind(cqe.UserData);
-        if (kind == OpKind.Wake)
-        {
-            ArmWakeRead();
-            return;
-        }
-
-        int slot = UserData.Slot(cqe.UserData);
-        if ((uint)slot >= (uint)_slots.Count || _generations[slot] != UserData.Generation(cqe.UserData))
-        {
-            return; // a completion for a slot's previous owner
-        }
-
-        IRingCompletionHandler? handler = _slots[slot];
-        try
-        {
-            handler?.OnCompletion(this, kind, in cqe);
-        }
-        catch (Exception ex) when (handler is IoUringConnection connection)
-        {
-            FailConnection(connection, ex);
-        }
-        catch (Exception ex) when (handler is RingListener listener)
-        {
-            IoUringTransportLog.ListenerError(_logger, Index, ex);
-            listener.RecoverAfterError();
-        }
-    }
-
-    /// <summary>
-    /// A bug or an unexpected errno in one connection's handling must cost that connection only,
-    /// not the ring and every connection on it: log it and reset the connection.
-    /// </summary>
-    private void FailConnection(IoUringConnection connection, Exception ex)
-    {
-        IoUringTransportLog.ConnectionError(_logger, connection.ConnectionId, ex);
-        connection.FailOnRing(ex);
-    }
-
-    private void ArmWakeRead()
-    {
-        Sqe* sqe = GetSqe();
-        sqe->PrepRead(_eventFd, _eventValue, sizeof(ulong), ulong.MaxValue);
-        sqe->UserData = UserData.Encode(OpKind.Wake, 0, 0);
-    }
-
-    private void AbortAllAfterFailure(Exception ex)
-    {
-        foreach (IRingCompletionHandler? handler in _slots)
+        for (int i = 0; i < _slots.Count; i++)
         {
             try
             {
-                if (handler is IoUringConnection connection)
-                {
-                    connection.FailFromRing(ex);
-                }
-                else if (handler is RingListener listener)
-                {
-                    listener.FailFromRing(ex);
-                }
+                _slots[i]?.OnRingFailed(ex);
             }
             catch (Exception)
             {
@@ -591,28 +439,8 @@ internal sealed unsafe class RingThread
 
     private void Cleanup()
     {
-        // Buffers still referenced by an application's unread input would dangle if freed: a ring
-        // that ends that way (it failed, or its stop timed out) leaks them instead.
-        if (_buffersOut == 0)
-        {
-            _buffers?.Dispose();
-        }
-
+        _buffers?.Dispose(); // before the ring closes; leaks them if an application still references some
         _ring?.Dispose();
-        // A poster that won the wake exchange holds a reference; the close waits for it.
-        Volatile.Write(ref _needsWake, 0);
-        if (_eventFdHandle is not null)
-        {
-            _eventFdHandle.Dispose();
-        }
-        else if (_eventFd >= 0)
-        {
-            Libc.Close(_eventFd);
-        }
-
-        if (_eventValue != null)
-        {
-            NativeMemory.Free(_eventValue);
-        }
+        _waker?.Dispose();   // after the ring: its pending read wrote into the waker's memory
     }
 }

@@ -20,13 +20,16 @@ internal enum OpKind : byte
 /// </summary>
 internal static class UserData
 {
+    /// <summary>Generations wrap at 24 bits.</summary>
+    public const uint GenerationMask = 0xFF_FFFF;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Encode(OpKind kind, int slot, uint generation)
-        => ((ulong)kind << 56) | ((ulong)(generation & 0xFF_FFFF) << 32) | (uint)slot;
+        => ((ulong)kind << 56) | ((ulong)(generation & GenerationMask) << 32) | (uint)slot;
 
     public static OpKind Kind(ulong userData) => (OpKind)(userData >> 56);
 
     public static int Slot(ulong userData) => (int)(uint)userData;
 
-    public static uint Generation(ulong userData) => (uint)(userData >> 32) & 0xFF_FFFF;
+    public static uint Generation(ulong userData) => (uint)(userData >> 32) & GenerationMask;
 }

@@ -9,7 +9,10 @@ namespace IoUring.Interop;
 /// and the release store of the SQ tail in <see cref="Ring.Submit"/>; read by the kernel after it.
 /// The <c>Prep…</c> methods are named after liburing's <c>io_uring_prep_…</c> helpers so the man
 /// page of the same name (e.g. io_uring_prep_recv(3)) documents each one; they all start from
-/// <see cref="PrepRw"/>, which clears every field first so no stale value of a union leaks in.
+/// <see cref="PrepRw"/>, which clears every field but <see cref="UserData"/> first so no stale
+/// value of a union leaks in. As liburing's, the preparers leave <c>user_data</c> alone (it is
+/// io_uring_sqe_set_data(3)'s): <see cref="Ring.GetSqe"/> hands out an SQE with it zeroed, and a
+/// caller may set it before or after preparing.
 /// </summary>
 [StructLayout(LayoutKind.Explicit, Size = 64)]
 internal unsafe struct Sqe
@@ -45,7 +48,9 @@ internal unsafe struct Sqe
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public void PrepRw(byte opcode, int fd, ulong addr, uint len, ulong offset)
     {
+        ulong userData = UserData;
         this = default;
+        UserData = userData;
         Opcode = opcode;
         Fd = fd;
         Addr = addr;

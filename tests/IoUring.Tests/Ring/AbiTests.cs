@@ -46,8 +46,9 @@ public class AbiTests
     }
 
     [Fact]
-    public void PrepClearsEveryFieldOfAReusedSqe()
+    public void PrepClearsEveryFieldOfAReusedSqeButItsUserData()
     {
+        // As liburing's preparers: user_data is the caller's (io_uring_sqe_set_data(3)), set before or after.
         Sqe sqe = default;
         sqe.PrepRecvMultishotSelect(5, 7, bundle: true);
         sqe.UserData = 99;
@@ -57,6 +58,6 @@ public class AbiTests
         Assert.Equal(0, sqe.IoPrio);
         Assert.Equal(-1, sqe.Fd);
         Assert.Equal(0, sqe.BufGroup);
-        Assert.Equal(0UL, sqe.UserData);
+        Assert.Equal(99UL, sqe.UserData);
     }
 }

@@ -92,6 +92,26 @@ public unsafe class RingBasicsTests
     }
 
     [Fact]
+    public void GetSqeHandsOutAReusedEntryWithItsUserDataZeroed()
+    {
+        using var ring = IoUring.Ring.Create(new RingOptions { SqEntries = 4 });
+        for (int i = 0; i < 4; i++)
+        {
+            Sqe* sqe = ring.GetSqe();
+            sqe->UserData = 77;
+            sqe->PrepNop();
+        }
+
+        ring.Submit();
+        Assert.All(WaitCqes(ring, 4), cqe => Assert.Equal(77UL, cqe.UserData));
+        Sqe* reused = ring.GetSqe(); // the first entry again
+        Assert.Equal(0UL, reused->UserData);
+        reused->PrepNop();
+        ring.Submit();
+        Assert.Equal(0UL, WaitCqe(ring).UserData);
+    }
+
+    [Fact]
     public void ReadsAFile()
     {
         string path = Path.GetTempFileName();

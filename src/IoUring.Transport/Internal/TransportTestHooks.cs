@@ -1,0 +1,38 @@
+using System.Collections.Concurrent;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// What tests inject and inspect where the kernel cannot be made to misbehave on demand, given
+/// through <see cref="IoUringTransportOptions.TestHooks"/>. Null in use: the paths that consult it
+/// test one reference.
+/// </summary>
+internal sealed class TransportTestHooks
+{
+    /// <summary>What a send of one segment hands the kernel at most under <see cref="ShortSends"/>.</summary>
+    public const int ShortSendBytes = 1000;
+
+    private volatile bool _failSendSubmissions;
+    private volatile bool _shortSends;
+
+    /// <summary>Send submissions fail as if the ring could not take an SQE.</summary>
+    public bool FailSendSubmissions
+    {
+        get => _failSendSubmissions;
+        set => _failSendSubmissions = value;
+    }
+
+    /// <summary>
+    /// Every send hands the kernel only part of what it has, at most <see cref="ShortSendBytes"/>
+    /// of one segment or the first iovec of a sendmsg, so the partial sends a full socket causes
+    /// now and then happen on every send.
+    /// </summary>
+    public bool ShortSends
+    {
+        get => _shortSends;
+        set => _shortSends = value;
+    }
+
+    /// <summary>The BPF programs and maps connection dispatch created, by kind and kernel id.</summary>
+    public ConcurrentBag<(string Kind, uint Id)> CreatedBpfObjects { get; } = [];
+}
