@@ -1,6 +1,7 @@
 using System;
 using System.Buffers;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
@@ -196,6 +197,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public void Execute(RingThread ring, int operation)
     {
+        Debug.Assert(ring.IsOnRingThread && ring == _ring, "a connection's posted work runs on its own ring's thread");
         switch (operation)
         {
             case OpShutdown:
@@ -219,6 +221,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
     public void OnCompletion(RingThread ring, OpKind kind, in Cqe cqe)
     {
+        Debug.Assert(ring.IsOnRingThread && ring == _ring, "a connection's completions arrive on its own ring's thread");
         switch (kind)
         {
             case OpKind.Recv:
@@ -482,6 +485,8 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         }
 
         // Nothing of ours is in flight: no completion can name this fd or slot any more.
+        Debug.Assert(_inputDone, "the close is requested after the receive side ended");
+        Debug.Assert(!_sendActive && !_zcInFlight, "the close is requested after the send loop ended");
         _closed = true;
         Libc.Close(_fd);
         _ring.FreeSlot(_slot);

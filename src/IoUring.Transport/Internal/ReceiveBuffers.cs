@@ -1,6 +1,7 @@
 using System;
 using System.Collections.Concurrent;
 using System.Collections.Generic;
+using System.Diagnostics;
 using System.Threading;
 
 namespace IoUring.Transport.Internal;
@@ -29,6 +30,7 @@ internal sealed class ReceiveBuffers : IDisposable
     private readonly ReceiveBufferMemory[] _memory; // one per buffer, made once: pipe segments point at them
     private readonly ConcurrentQueue<int> _returned = new(); // ids the application is done with
     private readonly Queue<IReceiveBufferWaiter> _waiting = new(); // in the order their receives ran dry
+    private readonly Thread _owner = Thread.CurrentThread; // made on the ring thread, which alone fills and refills the ring
     private int _out;
 
     public unsafe ReceiveBuffers(BufferRing ring)
@@ -69,11 +71,16 @@ internal sealed class ReceiveBuffers : IDisposable
     public ReadOnlySpan<byte> GetSpan(ushort bufferId, int length) => _ring.GetSpan(bufferId, length);
 
     /// <summary>A completion carried a buffer: it is out until given back (ring thread).</summary>
-    public void Taken() => _out++;
+    public void Taken()
+    {
+        Debug.Assert(Thread.CurrentThread == _owner, "ring thread only");
+        _out++;
+    }
 
     /// <summary>Gives a buffer straight back (ring thread).</summary>
     public void ReturnOnRing(ushort bufferId)
     {
+        Debug.Assert(Thread.CurrentThread == _owner, "ring thread only");
         _ring.Return(bufferId);
         _out--;
     }
@@ -101,6 +108,7 @@ internal sealed class ReceiveBuffers : IDisposable
     /// <summary>Puts what was given back into the buffer ring (ring thread); returns whether there was any.</summary>
     public bool DrainReturned()
     {
+        Debug.Assert(Thread.CurrentThread == _owner, "ring thread only");
         int count = 0;
         while (_returned.TryDequeue(out int id))
         {
@@ -112,6 +120,7 @@ internal sealed class ReceiveBuffers : IDisposable
             return false;
         }
 
+        Debug.Assert(count <= _out, "more buffers came back than were out");
         _ring.Advance(count); // one tail store publishes the whole batch
         _out -= count;
         return true;
@@ -120,6 +129,7 @@ internal sealed class ReceiveBuffers : IDisposable
     /// <summary>A connection's receive ended with ENOBUFS; it is re-armed once buffers come back (ring thread).</summary>
     public void WaitFor(IReceiveBufferWaiter waiter)
     {
+        Debug.Assert(Thread.CurrentThread == _owner, "ring thread only");
         Shortages++;
         _waiting.Enqueue(waiter);
     }
@@ -131,6 +141,7 @@ internal sealed class ReceiveBuffers : IDisposable
     /// </summary>
     public void RearmWaiting()
     {
+        Debug.Assert(Thread.CurrentThread == _owner, "ring thread only");
         int free = _ring.Count - _out;
         while (free > 0 && _waiting.TryDequeue(out IReceiveBufferWaiter? waiter))
         {

@@ -1,4 +1,5 @@
 using System;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks;
 using IoUring.Interop;
@@ -56,6 +57,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     public void Execute(RingThread ring, int operation)
     {
+        Debug.Assert(ring.IsOnRingThread && ring == _ring, "a listener's posted work runs on its own ring's thread");
         switch (operation)
         {
             case OpStart:
@@ -71,6 +73,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     public void OnCompletion(RingThread ring, OpKind kind, in Cqe cqe)
     {
+        Debug.Assert(ring.IsOnRingThread && ring == _ring, "a listener's completions arrive on its own ring's thread");
         if (kind == OpKind.AcceptBackoff)
         {
             _backoffArmed = false;
