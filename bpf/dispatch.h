@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: MIT */
+/* SPDX-License-Identifier: MIT OR GPL-2.0-only */
 /*
  * Definitions shared by the dispatch programs and the transport's loader
  * (src/IoUring.Transport/Internal/ConnectionDispatch*.cs). Self-contained on purpose: no kernel or

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: MIT
+// SPDX-License-Identifier: MIT OR GPL-2.0-only
 /*
  * sk_reuseport program: sends each new connection to the ring with the fewest connections.
  *
@@ -98,4 +98,5 @@ int least_connections(struct sk_reuseport_md *md)
 	return SK_PASS;
 }
 
+/* The licence the kernel sees: GPL-compatible (kfuncs and GPL-only helpers need that), as the SPDX line above. */
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
