@@ -11,13 +11,11 @@ namespace IoUring.Transport.Internal;
 
 internal sealed unsafe partial class IoUringConnection
 {
-    private const int OpInputCompleted = 5;
-
     // Ring-thread state of the receive side.
     private bool _recvArmed;            // a multishot receive is in the kernel (until a CQE without F_MORE)
     private bool _inputDone;            // Transport.Input's writer is completed; nothing more is received
     private int _receivePaused;         // 1 while MaxReadBufferSize is reached; set by the ring thread, read by the reader
-    private int _resumePosted;          // 1 while an OpResumeReceive is queued (any thread)
+    private int _resumePosted;          // 1 while a ResumeReceive is posted (any thread)
 
     private bool CanReceive => !_inputDone && Volatile.Read(ref _receivePaused) == 0 && !_shutdownRequested;
 
@@ -182,7 +180,7 @@ internal sealed unsafe partial class IoUringConnection
     {
         if (Volatile.Read(ref _receivePaused) != 0 && Interlocked.Exchange(ref _resumePosted, 1) == 0)
         {
-            _ring.Post(this, OpResumeReceive);
+            Post(ConnectionWork.ResumeReceive);
         }
     }
 
@@ -203,7 +201,7 @@ internal sealed unsafe partial class IoUringConnection
     }
 
     /// <summary>The application completed Transport.Input (any thread).</summary>
-    public void InputCompletedByApplication() => _ring.Post(this, OpInputCompleted);
+    public void InputCompletedByApplication() => Post(ConnectionWork.InputCompleted);
 
     /// <summary>Buffers the application advanced past (any thread).</summary>
     public void ReturnReceiveBuffers(List<int> bufferIds) => _ring.ReturnBuffers(bufferIds);

@@ -1,6 +1,7 @@
 using System;
 using System.Buffers;
 using System.IO;
+using System.IO.Pipelines;
 using System.Threading.Tasks;
 using System.Threading.Tasks.Sources;
 using IoUring.Interop;
@@ -9,9 +10,9 @@ using Microsoft.AspNetCore.Connections;
 
 namespace IoUring.Transport.Internal;
 
-internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
+internal sealed partial class IoUringConnection : IValueTaskSource<int>
 {
-    // Send state: the send loop fills it, posts OpSend, and awaits _sendCore; the ring thread
+    // Send state: the send loop fills it, posts Send, and awaits _sendCore; the ring thread
     // owns it until it completes _sendCore. Never touched by both at once.
     private ManualResetValueTaskSourceCore<int> _sendCore;
     private SendState? _send;     // rented for one SendAsync of several segments, given back in GetResult
@@ -23,7 +24,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
     private int _sendTotal;
     private int _sendDone;
     private int _zcResult;        // result of a zero-copy send whose notification is still due
-    private bool _sendActive;     // ring thread: an OpSend ran and its send has not completed
+    private bool _sendActive;     // ring thread: a posted Send ran and its send has not completed
     private bool _zcInFlight;     // ring thread: a zero-copy send's data may still be read by the kernel
 
     private void InitializeSend()
@@ -31,11 +32,71 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _sendCore.RunContinuationsAsynchronously = true; // set per completion: see CompleteSend
     }
 
+    private async Task DoSendAsync()
+    {
+        Exception? shutdownReason = null;
+        Exception? unexpectedError = null;
+        try
+        {
+            while (true)
+            {
+                ReadResult result = await _output.Reader.ReadAsync().ConfigureAwait(false);
+                if (result.IsCanceled)
+                {
+                    break;
+                }
+
+                ReadOnlySequence<byte> buffer = result.Buffer;
+                if (!buffer.IsEmpty)
+                {
+                    int sent = await SendAsync(buffer).ConfigureAwait(false);
+                    _output.Reader.AdvanceTo(buffer.GetPosition(sent));
+                    if (sent < buffer.Length)
+                    {
+                        continue; // more segments than one sendmsg carries
+                    }
+                }
+                else
+                {
+                    _output.Reader.AdvanceTo(buffer.End);
+                }
+
+                if (result.IsCompleted)
+                {
+                    break;
+                }
+            }
+        }
+        catch (ConnectionResetException ex)
+        {
+            shutdownReason = ex;
+            IoUringTransportLog.ConnectionReset(_logger, ConnectionId);
+        }
+        catch (ConnectionAbortedException ex)
+        {
+            shutdownReason = ex;
+        }
+        catch (Exception ex)
+        {
+            shutdownReason = ex;
+            unexpectedError = ex;
+            IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
+        }
+        finally
+        {
+            Shutdown(shutdownReason, abortive: shutdownReason is not null);
+            // As Kestrel's Sockets transport: only an unexpected error reaches the application's
+            // writer. A reset or an abort is already reported through the input and the lifetime
+            // feature, and passing it here would have Kestrel log every reset as an error.
+            _output.Reader.Complete(unexpectedError);
+        }
+    }
+
     /// <summary>
     /// Hands one segment to the ring as a send, or up to <see cref="SendState.MaxIovecs"/> segments
     /// as one sendmsg; completes when all are sent.
     /// </summary>
-    private ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
+    private unsafe ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
     {
         if (buffer.IsSingleSegment)
         {
@@ -59,7 +120,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _iovIndex = 0;
         _sendDone = 0;
         _sendCore.Reset();
-        _ring.Post(this, OpSend);
+        Post(ConnectionWork.Send);
         return new ValueTask<int>(this, _sendCore.Version);
     }
 
@@ -75,7 +136,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         SubmitSendMsg();
     }
 
-    private void SubmitSendMsg()
+    private unsafe void SubmitSendMsg()
     {
         TransportTestHooks? hooks = _ring.Hooks;
         if (hooks?.FailSendSubmissions == true)
@@ -132,7 +193,7 @@ internal sealed unsafe partial class IoUringConnection : IValueTaskSource<int>
         _sendsInFlight++;
     }
 
-    private void OnSend(in Cqe cqe)
+    private unsafe void OnSend(in Cqe cqe)
     {
         int result = cqe.Res;
         if (cqe.IsNotification)

@@ -26,11 +26,6 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     IConnectionIdFeature, IConnectionTransportFeature, IConnectionItemsFeature, IMemoryPoolFeature,
     IConnectionLifetimeFeature, IConnectionEndPointFeature, IConnectionSocketFeature, IReceiveBufferOwner, IReceiveBufferWaiter, IDuplexPipe
 {
-    private const int OpShutdown = 1;
-    private const int OpClose = 2;
-    private const int OpResumeReceive = 3;
-    private const int OpSend = 4;
-
     private readonly RingThread _ring;
     private readonly int _fd;
     private readonly RingSlot _slot;
@@ -52,16 +47,6 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private Socket? _socket;
     private Task _processing = Task.CompletedTask;
 
-    // Shutdown state: written under _shutdownLock by whichever thread ends the connection first.
-    private bool _shutdownStarted;
-    private bool _abortive;                 // reset (RST) rather than FIN
-    private volatile Exception? _shutdownReason;
-
-    // Ring-thread state.
-    private bool _shutdownRequested;        // the ring has acted on the shutdown
-    private bool _closeRequested;           // both halves are done; close once nothing is in flight
-    private bool _closed;                   // the fd is closed and the slot freed
-    private int _sendsInFlight;             // send SQEs whose CQE (and ZC notification) has not arrived
 
     private IoUringConnection(RingThread ring, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint,
         PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
@@ -174,16 +159,6 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         return connection;
     }
 
-    public override void Abort(ConnectionAbortedException abortReason)
-    {
-        // Kestrel closes gracefully with Abort(null) (the client half-closed, or ended a keep-alive
-        // connection; FinOnError off, its default): as Kestrel's Sockets transport, no reason means
-        // a FIN; a reason means a reset. Shutdown first, so this decision wins: the send loop, woken
-        // by the cancel, would otherwise end the connection as if its output had completed.
-        Shutdown(abortReason, abortive: abortReason is not null);
-        _output.Reader.CancelPendingRead();
-    }
-
     public override async ValueTask DisposeAsync()
     {
         _reader.Complete();
@@ -193,31 +168,32 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         await base.DisposeAsync().ConfigureAwait(false);
     }
 
-    void IConnectionLifetimeFeature.Abort() => Abort(new ConnectionAbortedException("The connection was aborted by the application via IConnectionLifetimeFeature.Abort()."));
-
     public void Execute(RingThread ring, int operation)
     {
         Debug.Assert(ring.IsOnRingThread && ring == _ring, "a connection's posted work runs on its own ring's thread");
-        switch (operation)
+        switch ((ConnectionWork)operation)
         {
-            case OpShutdown:
+            case ConnectionWork.Shutdown:
                 ShutdownOnRing();
                 break;
-            case OpClose:
+            case ConnectionWork.Close:
                 _closeRequested = true;
                 TryFinishClose();
                 break;
-            case OpResumeReceive:
+            case ConnectionWork.ResumeReceive:
                 ResumeReceive();
                 break;
-            case OpSend:
+            case ConnectionWork.Send:
                 StartSend();
                 break;
-            case OpInputCompleted:
+            case ConnectionWork.InputCompleted:
                 StopReceiving();
                 break;
         }
     }
+
+    /// <summary>Posts <paramref name="work"/> to this connection's ring (any thread).</summary>
+    private void Post(ConnectionWork work) => _ring.Post(this, (int)work);
 
     public void OnCompletion(RingThread ring, OpKind kind, in Cqe cqe)
     {
@@ -235,88 +211,6 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         TryFinishClose();
     }
 
-    /// <summary>The ring thread died: end everything without it (ring thread, in its last moments).</summary>
-    public void OnRingFailed(Exception error)
-    {
-        var reason = new ConnectionAbortedException("The io_uring ring thread failed.", error);
-        lock (_shutdownLock)
-        {
-            _shutdownStarted = true;
-            _abortive = true;
-            _shutdownReason ??= reason;
-        }
-
-        _recvArmed = false;
-        EndReceive(_shutdownReason);
-        // The ring's teardown ends what is in flight on its own time: a zero-copy send's data may
-        // still be read after this, so its blocks are retired rather than given back to the pool.
-        FailPendingSend(_shutdownReason);
-        _output.Reader.CancelPendingRead(); // the send loop must not wait for output nobody will send
-        if (!_closed)
-        {
-            _closed = true;
-            _ = LinuxSocket.TrySetLingerZero(_fd); // the close resets, as an abort does
-            Libc.Close(_fd);
-            _ringClosed.TrySetResult();
-        }
-    }
-
-    /// <summary>
-    /// Handling this connection threw on the ring thread (a bug, or a ring that could not take an
-    /// SQE): log it and end this connection only, here and now, without relying on ring operations
-    /// that may have been lost.
-    /// </summary>
-    public void OnFault(Exception error)
-    {
-        IoUringTransportLog.ConnectionError(_logger, ConnectionId, error);
-        lock (_shutdownLock)
-        {
-            if (!_shutdownStarted)
-            {
-                _shutdownStarted = true;
-                _abortive = true;
-                _shutdownReason = new ConnectionAbortedException("The io_uring transport failed handling this connection.", error);
-            }
-        }
-
-        if (_closed)
-        {
-            return;
-        }
-
-        _shutdownRequested = true;
-        try
-        {
-            ResetAndCancelInFlight();
-        }
-        catch (Exception)
-        {
-            // The ring cannot take the cancel either: what is in flight ends when the peer or the kernel ends it.
-        }
-
-        EndReceive(_shutdownReason); // later receive completions find the input done and give their buffers back
-        if (_sendActive && _sendsInFlight == 0)
-        {
-            CompleteSend(-Errno.ECANCELED); // the send never reached the kernel
-        }
-
-        _output.Reader.CancelPendingRead();
-    }
-
-    public void Reject(int operation, Exception error)
-    {
-        switch (operation)
-        {
-            case OpSend:
-                // Queued but never issued: the send loop waits for it.
-                CompleteSend(-Errno.ECANCELED);
-                break;
-            case OpClose:
-                _ringClosed.TrySetResult(); // OnRingFailed closed the descriptor
-                break;
-        }
-    }
-
     private async Task RunAsync()
     {
         try
@@ -327,171 +221,13 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             // The callbacks run before the connection may be disposed (which disposes the token source).
             await _connectionClosedFired.Task.ConfigureAwait(false);
             await sending.ConfigureAwait(false);
-            _ring.Post(this, OpClose);
+            Post(ConnectionWork.Close);
             await _ringClosed.Task.ConfigureAwait(false);
         }
         catch (Exception ex)
         {
             IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
         }
-    }
-
-    private async Task DoSendAsync()
-    {
-        Exception? shutdownReason = null;
-        Exception? unexpectedError = null;
-        try
-        {
-            while (true)
-            {
-                ReadResult result = await _output.Reader.ReadAsync().ConfigureAwait(false);
-                if (result.IsCanceled)
-                {
-                    break;
-                }
-
-                ReadOnlySequence<byte> buffer = result.Buffer;
-                if (!buffer.IsEmpty)
-                {
-                    int sent = await SendAsync(buffer).ConfigureAwait(false);
-                    _output.Reader.AdvanceTo(buffer.GetPosition(sent));
-                    if (sent < buffer.Length)
-                    {
-                        continue; // more segments than one sendmsg carries
-                    }
-                }
-                else
-                {
-                    _output.Reader.AdvanceTo(buffer.End);
-                }
-
-                if (result.IsCompleted)
-                {
-                    break;
-                }
-            }
-        }
-        catch (ConnectionResetException ex)
-        {
-            shutdownReason = ex;
-            IoUringTransportLog.ConnectionReset(_logger, ConnectionId);
-        }
-        catch (ConnectionAbortedException ex)
-        {
-            shutdownReason = ex;
-        }
-        catch (Exception ex)
-        {
-            shutdownReason = ex;
-            unexpectedError = ex;
-            IoUringTransportLog.ConnectionError(_logger, ConnectionId, ex);
-        }
-        finally
-        {
-            Shutdown(shutdownReason, abortive: shutdownReason is not null);
-            // As Kestrel's Sockets transport: only an unexpected error reaches the application's
-            // writer. A reset or an abort is already reported through the input and the lifetime
-            // feature, and passing it here would have Kestrel log every reset as an error.
-            _output.Reader.Complete(unexpectedError);
-        }
-    }
-
-    private void FireConnectionClosed()
-    {
-        // Continuations registered on ConnectionClosed must not run on this thread's stack.
-        ThreadPool.UnsafeQueueUserWorkItem(
-            static state =>
-            {
-                state.CancelConnectionClosedToken();
-                state._connectionClosedFired.TrySetResult();
-            },
-            this,
-            preferLocal: false);
-    }
-
-    private void CancelConnectionClosedToken()
-    {
-        try
-        {
-            _connectionClosedTokenSource.Cancel();
-        }
-        catch (Exception ex)
-        {
-            IoUringTransportLog.ConnectionClosedCallbackFailed(_logger, ConnectionId, ex);
-        }
-    }
-
-    /// <summary>Ends the connection: FIN after the output drained, or a reset for an abort. Any thread; first call wins.</summary>
-    private void Shutdown(Exception? reason, bool abortive)
-    {
-        lock (_shutdownLock)
-        {
-            if (_shutdownStarted)
-            {
-                return;
-            }
-
-            _shutdownStarted = true;
-            _abortive = abortive;
-            _shutdownReason = reason ?? new ConnectionAbortedException("The io_uring transport's send loop completed gracefully.");
-        }
-
-        _ring.Post(this, OpShutdown);
-    }
-
-    private void ShutdownOnRing()
-    {
-        if (_closed)
-        {
-            return;
-        }
-
-        _shutdownRequested = true;
-        if (_abortive)
-        {
-            IoUringTransportLog.ConnectionWriteRst(_logger, ConnectionId, _shutdownReason?.Message ?? "");
-            ResetAndCancelInFlight();
-        }
-        else
-        {
-            IoUringTransportLog.ConnectionWriteFin(_logger, ConnectionId, _shutdownReason?.Message ?? "");
-            // FIN after everything queued; also ends the pending receive with end of stream.
-            _ = LinuxSocket.TryShutdown(_fd, SocketShutdown.Both);
-            CancelReceive();
-        }
-
-        if (!_recvArmed)
-        {
-            EndReceive(_shutdownReason);
-        }
-    }
-
-    /// <summary>
-    /// SO_LINGER {on, 0}, so the close sends RST and drops unsent data (if the peer reset first
-    /// there is nothing to reset), and a cancel of everything in flight on the fd (ring thread).
-    /// </summary>
-    private unsafe void ResetAndCancelInFlight()
-    {
-        _ = LinuxSocket.TrySetLingerZero(_fd);
-        Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
-        sqe->PrepCancelFd(_fd, IoUringConstants.Cancel.All); // what is in flight ends with ECANCELED
-    }
-
-    private void TryFinishClose()
-    {
-        if (!_closeRequested || _closed || _recvArmed || _sendsInFlight > 0)
-        {
-            return;
-        }
-
-        // Nothing of ours is in flight: no completion can name this fd or slot any more.
-        Debug.Assert(_inputDone, "the close is requested after the receive side ended");
-        Debug.Assert(!_sendActive && !_zcInFlight, "the close is requested after the send loop ended");
-        _closed = true;
-        Libc.Close(_fd);
-        _ring.FreeSlot(_slot);
-        _ring.ActiveConnections--;
-        _ringClosed.TrySetResult();
     }
 
 }

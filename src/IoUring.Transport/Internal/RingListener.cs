@@ -15,9 +15,6 @@ namespace IoUring.Transport.Internal;
 /// </summary>
 internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 {
-    private const int OpStart = 1;
-    private const int OpStop = 2;
-    private const int OpAdopt = 3;
     private static readonly TimeSpan s_minBackoff = TimeSpan.FromMilliseconds(1);
     private static readonly TimeSpan s_maxBackoff = TimeSpan.FromSeconds(1);
 
@@ -51,21 +48,21 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     public Task Stopped => _stopped.Task;
 
-    public void Start() => _ring.Post(this, OpStart);
+    public void Start() => _ring.Post(this, (int)ListenerWork.Start);
 
-    public void Stop() => _ring.Post(this, OpStop);
+    public void Stop() => _ring.Post(this, (int)ListenerWork.Stop);
 
     public void Execute(RingThread ring, int operation)
     {
         Debug.Assert(ring.IsOnRingThread && ring == _ring, "a listener's posted work runs on its own ring's thread");
-        switch (operation)
+        switch ((ListenerWork)operation)
         {
-            case OpStart:
+            case ListenerWork.Start:
                 _slot = ring.AllocateSlot(this);
                 _backoffTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
                 ArmAccept();
                 break;
-            case OpStop:
+            case ListenerWork.Stop:
                 StopOnRing();
                 break;
         }
@@ -159,7 +156,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         }
         else
         {
-            target.Post(new AdoptWork(_listener, fd), OpAdopt);
+            target.Post(new AdoptWork(_listener, fd), (int)ListenerWork.Adopt);
         }
     }
 
@@ -248,7 +245,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     public void Reject(int operation, Exception error)
     {
-        if (operation == OpStart)
+        if ((ListenerWork)operation == ListenerWork.Start)
         {
             if (_ownsFd)
             {
@@ -259,6 +256,14 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         }
 
         _stopped.TrySetResult();
+    }
+
+    /// <summary>What other threads ask of a listener's ring thread.</summary>
+    private enum ListenerWork
+    {
+        Start = 1, // take a slot, arm the multishot accept
+        Stop,      // cancel the accept and any backoff; close once their last completions are in
+        Adopt,     // (AdoptWork) a connection another ring's listener accepted for this ring
     }
 
     /// <summary>A connection accepted on one ring and handed to another.</summary>
