@@ -24,7 +24,7 @@ public unsafe class WakeTests
             sqe->UserData = 1;
             ring.Submit();
 
-            int tid = (int)Libc.Syscall(186 /* gettid, x86_64 */, 0, 0, 0, 0, 0, 0);
+            int tid = Libc.GetTid();
             var waker = new Thread(() =>
             {
                 // Wait until the ring thread is asleep in the kernel (state S), then write.
