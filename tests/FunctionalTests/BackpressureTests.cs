@@ -1,4 +1,3 @@
-using System;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading;
@@ -44,7 +43,7 @@ public class BackpressureTests
         await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
         await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
 
-        await stalled.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await stalled.Task.DefaultTimeout();
         // While stalled, the server has handed out far less than the response: the write buffer
         // (64 KiB by default) plus the kernel's socket buffers, not the 256 MiB the app wants to send.
         long atStall = Interlocked.Read(ref written);

@@ -111,10 +111,10 @@ public class ConnectionMiddlewareTests
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
             await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-            await registered.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await registered.Task.DefaultTimeout();
         }
 
-        await closed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await closed.Task.DefaultTimeout();
     }
 
     [Fact]
@@ -151,7 +151,7 @@ public class ConnectionMiddlewareTests
             }
         }));
 
-        await allFired.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await allFired.Task.DefaultTimeout();
         Assert.Equal(Connections, Volatile.Read(ref fired));
     }
 

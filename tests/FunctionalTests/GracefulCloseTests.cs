@@ -150,7 +150,7 @@ public class GracefulCloseTests
         => await socket.SendAsync(Encoding.ASCII.GetBytes(request), SocketFlags.None, TestContext.Current.CancellationToken);
 
     private static Task<(byte[] Data, bool Reset)> ReadToEndOrResetAsync(Socket socket)
-        => ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        => ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).DefaultTimeout();
 
     /// <summary>Reads one response whose body has <paramref name="bodyLength"/> bytes.</summary>
     private static async Task<byte[]> ReadResponseAsync(Socket socket, int bodyLength)
@@ -160,7 +160,7 @@ public class GracefulCloseTests
         while (data.Length == 0 || HeaderLength(data.ToArray()) == 0 || data.Length < HeaderLength(data.ToArray()) + bodyLength)
         {
             int n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken)
-                .AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+                .AsTask().DefaultTimeout();
             Assert.True(n > 0, "the connection ended before the response did");
             data.Write(buffer, 0, n);
         }

@@ -53,7 +53,7 @@ public class HostileClientTests
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
         var elapsed = Stopwatch.StartNew();
-        (byte[] data, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        (byte[] data, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).DefaultTimeout();
         Assert.Empty(data);
         Assert.True(elapsed.Elapsed >= s_limit - TimeSpan.FromMilliseconds(200), $"closed after {elapsed.Elapsed}, before the keep-alive timeout");
         await AssertServesAsync(server);
@@ -84,7 +84,7 @@ public class HostileClientTests
             await Task.WhenAny(response, Task.Delay(100, TestContext.Current.CancellationToken));
         }
 
-        (byte[] data, _) = await response.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        (byte[] data, _) = await response.DefaultTimeout();
         Assert.True(sent < request.Length, "the server waited for the whole slow request");
         Assert.True(elapsed.Elapsed >= s_limit - TimeSpan.FromMilliseconds(200), $"closed after {elapsed.Elapsed}, before the headers timeout");
         string text = Encoding.ASCII.GetString(data);
@@ -118,7 +118,7 @@ public class HostileClientTests
             await Task.WhenAny(response, Task.Delay(100, TestContext.Current.CancellationToken));
         }
 
-        (byte[] data, _) = await response.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        (byte[] data, _) = await response.DefaultTimeout();
         Assert.True(sent < 1000, $"the server accepted {sent} bytes at 10 bytes a second");
         string text = Encoding.ASCII.GetString(data);
         Assert.True(text.Length == 0 || text.StartsWith("HTTP/1.1 408", StringComparison.Ordinal), $"{text}\nThe application saw: {string.Join("\n", errors)}");

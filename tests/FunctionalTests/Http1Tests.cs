@@ -163,11 +163,11 @@ public class Http1Tests
             await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
             await socket.SendAsync("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
             await socket.SendAsync(new byte[10_000], SocketFlags.None, TestContext.Current.CancellationToken);
-            await bodyStarted.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await bodyStarted.Task.DefaultTimeout();
             socket.LingerState = new LingerOption(true, 0); // close sends RST
         }
 
-        Exception failure = await sawFailure.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        Exception failure = await sawFailure.Task.DefaultTimeout();
         Assert.IsAssignableFrom<IOException>(failure);
 
         using HttpClient client = server.CreateClient();

@@ -52,7 +52,7 @@ public class ReceiveBackpressureTests
         using var stalled = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { SendBufferSize = 64 * 1024 };
         await stalled.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
         await stalled.SendAsync("S"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-        await stalledConnectionSeen.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await stalledConnectionSeen.Task.DefaultTimeout();
         var chunk = new byte[64 * 1024];
         long sent = 1;
         Task<int> pendingSend;
@@ -90,7 +90,7 @@ public class ReceiveBackpressureTests
 
         // Released, the stalled connection delivers every byte.
         releaseStalled.SetResult();
-        sent += await pendingSend.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        sent += await pendingSend.DefaultTimeout();
         stalled.Shutdown(SocketShutdown.Send);
         Assert.Equal(sent, await stalledTotal.Task.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));
     }

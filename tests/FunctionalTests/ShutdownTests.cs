@@ -26,7 +26,7 @@ public class ShutdownTests
             // Unbinding takes effect soon, not at once: probe until a connection is refused. A
             // probe that got in before that is an ordinary connection the server must close; one
             // still in the listening socket's queue when it closed is reset by the kernel.
-            var deadline = DateTime.UtcNow.AddSeconds(30);
+            var deadline = DateTime.UtcNow + TestWait.Default;
             while (true)
             {
                 using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
@@ -65,7 +65,7 @@ public class ShutdownTests
         }
 
         // The connection that stayed open is closed, and the port is free for a new listener.
-        (_, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(idle).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        (_, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(idle).DefaultTimeout();
         using var rebind = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         rebind.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
         rebind.Bind(new IPEndPoint(IPAddress.Loopback, server.Port));
@@ -90,15 +90,15 @@ public class ShutdownTests
         {
             using HttpClient client = server.CreateClient();
             Task<string> request = client.GetStringAsync("/", TestContext.Current.CancellationToken);
-            await requestStarted.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
-            Task stopping = server.StopAsync(TimeSpan.FromSeconds(30));
+            await requestStarted.Task.DefaultTimeout();
+            Task stopping = server.StopAsync(TestWait.Default);
 
             await whileStopping(server, stopping);
 
             Assert.False(request.IsCompleted);
             release.SetResult();
-            Assert.Equal("finished", await request.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
-            await stopping.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            Assert.Equal("finished", await request.DefaultTimeout());
+            await stopping.DefaultTimeout();
         }
     }
 }

@@ -78,8 +78,8 @@ public class DescriptorExhaustionTests
 
             // Backoff doubles from 1 ms: the 512 ms retry comes after nine failed ones, about half a
             // second of exhaustion. A listener retrying at once would burn a core for all of it.
-            await firstBackoff.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
-            await longBackoff.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await firstBackoff.Task.DefaultTimeout();
+            await longBackoff.Task.DefaultTimeout();
             TimeSpan cpu = CpuTime(threads) - cpuBefore;
             TimeSpan elapsed = wall.Elapsed;
             Assert.False(exchanges.Any(e => e.IsCompleted), "a connection was served while no descriptor was free");
@@ -92,7 +92,7 @@ public class DescriptorExhaustionTests
             fillers.Clear();
             TestContext.Current.SendDiagnosticMessage($"without descriptors: {cpu.TotalMilliseconds:F0} ms CPU in {elapsed.TotalMilliseconds:F0} ms");
             Assert.True(cpu < elapsed / 2, $"the process used {cpu.TotalMilliseconds:F0} ms of CPU in {elapsed.TotalMilliseconds:F0} ms without descriptors: accept spins");
-            Assert.All(await Task.WhenAll(exchanges).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken), Assert.True);
+            Assert.All(await Task.WhenAll(exchanges).DefaultTimeout(), Assert.True);
             Assert.True(await FaultTests.EchoExchangeAsync(server.Port, 1000, 2), "the server does not serve after the fault");
             Assert.All(logs.Entries.Where(e => e.EventId.Name == "AcceptBackoff"), e =>
             {

@@ -31,7 +31,7 @@ namespace IoUring.FunctionalTests;
 [Collection(nameof(IoUringTransportTests))]
 public class DispatchTests
 {
-    private static readonly TimeSpan s_settleTimeout = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan s_settleTimeout = TestWait.Default;
 
     [Fact]
     public async Task LeastConnectionsKeepsRingsEvenAfterSkewedClosesWhereTheKernelHashDoesNot()
@@ -121,13 +121,8 @@ public class DispatchTests
             // Ring 0 dies with no connection: its frozen count (0) would stay the smallest for good.
             RingThread dead = server.Rings[0];
             dead.Post(new ThrowingWork(), 0);
-            var deadline = Stopwatch.StartNew();
-            while (dead.IsRunning)
-            {
-                // The ring's thread ends once its listeners are closed; no event reports that.
-                Assert.True(deadline.Elapsed < s_settleTimeout, "the failed ring's thread did not end");
-                await Task.Delay(10, TestContext.Current.CancellationToken);
-            }
+            // The ring's thread ends once its listeners are closed; no event reports that.
+            await TestWait.UntilAsync(() => !dead.IsRunning, () => "the failed ring's thread did not end");
 
             Assert.Equal(RingLoadSlot.Dead, dead.Load!.Read().Active);
             for (int i = 0; i < 90; i++)
@@ -299,15 +294,10 @@ public class DispatchTests
 
         // The kernel frees a reuseport group's program after an RCU grace period; nothing signals
         // that to user space, so poll (bounded) until the ids are gone.
-        var deadline = Stopwatch.StartNew();
-        List<(string Kind, uint Id)> alive;
-        while ((alive = created.Where(o => o.Kind == "program" ? BpfSyscall.ProgramExists(o.Id) : BpfSyscall.MapExists(o.Id)).ToList()).Count > 0
-            && deadline.Elapsed < s_settleTimeout)
-        {
-            await Task.Delay(50, TestContext.Current.CancellationToken);
-        }
-
-        Assert.True(alive.Count == 0, $"still in the kernel: {string.Join(", ", alive)}");
+        List<(string Kind, uint Id)> alive = [];
+        await TestWait.UntilAsync(
+            () => (alive = created.Where(o => o.Kind == "program" ? BpfSyscall.ProgramExists(o.Id) : BpfSyscall.MapExists(o.Id)).ToList()).Count == 0,
+            () => $"still in the kernel: {string.Join(", ", alive)}");
     }
 
     [Fact]
@@ -588,12 +578,9 @@ public class DispatchTests
         /// </summary>
         public async Task WaitForActiveConnections(int expected)
         {
-            var deadline = Stopwatch.StartNew();
-            while (Rings.Sum(r => r.ActiveConnections) != expected)
-            {
-                Assert.True(deadline.Elapsed < s_settleTimeout, $"the rings count {Rings.Sum(r => r.ActiveConnections)} open connections, not {expected}");
-                await Task.Delay(10, TestContext.Current.CancellationToken);
-            }
+            await TestWait.UntilAsync(
+                () => Rings.Sum(r => r.ActiveConnections) == expected,
+                () => $"the rings count {Rings.Sum(r => r.ActiveConnections)} open connections, not {expected}");
         }
 
         public ValueTask DisposeAsync() => _server.DisposeAsync();

@@ -77,7 +77,7 @@ public class FaultTests
         const int Clients = 200;
         var hold = new HoldRing();
         ringThread.Post(hold, 0);
-        await hold.Held.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await hold.Held.Task.DefaultTimeout();
 
         // While the ring thread is held (with DEFER_TASKRUN nothing completes without it), every
         // client connects and sends: the kernel finishes the handshakes into the listen backlog.
@@ -93,7 +93,7 @@ public class FaultTests
 
         await Task.WhenAll(sent.Select(s => s.Task)).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
         hold.Release.Set();
-        Assert.True(await hold.Overflowed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken),
+        Assert.True(await hold.Overflowed.Task.DefaultTimeout(),
             "the CQ did not overflow: the test did not provoke the condition");
 
         Assert.All(await Task.WhenAll(exchanges).WaitAsync(TimeSpan.FromSeconds(120), TestContext.Current.CancellationToken), Assert.True);

@@ -312,16 +312,11 @@ public class IoUringTransportTests
                 _ = socket.SendAsync(payload, SocketFlags.None).ContinueWith(t => t.Exception, TaskScheduler.Default); // ends with a reset
             }
 
-            // No event tells us the ring ran dry; watch its shortage count, bounded.
-            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
-            while (ring.BufferShortages == 0)
-            {
-                Assert.True(DateTime.UtcNow < deadline, "the ring never ran short of buffers");
-                await Task.Delay(10, TestContext.Current.CancellationToken);
-            }
+            // No event tells us the ring ran dry; watch its shortage count.
+            await TestWait.UntilAsync(() => ring.BufferShortages > 0, () => "the ring never ran short of buffers");
 
             gate.SetResult();
-            await allEnded.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await allEnded.Task.DefaultTimeout();
         }
         finally
         {
@@ -390,7 +385,7 @@ public class IoUringTransportTests
                     // Aborted: a reset (or, had the reset raced our last read, the end of the stream).
                     try
                     {
-                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().DefaultTimeout());
                     }
                     catch (SocketException ex)
                     {
@@ -423,7 +418,7 @@ public class IoUringTransportTests
         Assert.True(group.Rings[1].IsRunning);
         var failed = Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
         Assert.Equal(LogLevel.Error, failed.Level);
-        await server.StopAsync().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await server.StopAsync().DefaultTimeout();
     }
 
     [Fact]
@@ -471,7 +466,7 @@ public class IoUringTransportTests
             try
             {
                 int n;
-                while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken)) > 0)
+                while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().DefaultTimeout()) > 0)
                 {
                     received += n;
                 }
@@ -485,7 +480,7 @@ public class IoUringTransportTests
 
         // The application's writes ended (Kestrel drops or fails writes to an aborted connection)
         // instead of waiting forever on a send that will never complete, and the server serves on.
-        await appDone.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await appDone.Task.DefaultTimeout();
         hooks.FailSendSubmissions = false;
         foreach (RingThread ring in group.Rings)
         {
@@ -529,8 +524,8 @@ public class IoUringTransportTests
         IoUringServer.FactoryOf(host.Services).Group!.Rings[0].Post(new ThrowingWork(), 0);
 
         // Kestrel hears of it from AcceptAsync and logs it; nothing waits forever.
-        await acceptFailed.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
-        await host.StopAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+        await acceptFailed.Task.DefaultTimeout();
+        await host.StopAsync(TestContext.Current.CancellationToken).DefaultTimeout();
         Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
     }
 
@@ -566,7 +561,7 @@ public class IoUringTransportTests
             using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
             await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
             await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(first), SocketFlags.None, TestContext.Current.CancellationToken);
-            await ends.GetOrAdd(eventName, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await ends.GetOrAdd(eventName, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task.DefaultTimeout();
         }
 
         var rst = Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteRst");
@@ -655,9 +650,9 @@ public class IoUringTransportTests
         using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
         {
             await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
-            await reading.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
+            await reading.Task.DefaultTimeout();
             await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            Assert.StartsWith("io_uring ring", await threadName.Task.WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken), StringComparison.Ordinal);
+            Assert.StartsWith("io_uring ring", await threadName.Task.DefaultTimeout(), StringComparison.Ordinal);
         }
     }
 
@@ -685,14 +680,14 @@ public class IoUringTransportTests
         for (int i = 0; i < 100; i++)
         {
             await socket.SendAsync("ping"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            Assert.Equal(4, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().WaitAsync(TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken));
+            Assert.Equal(4, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().DefaultTimeout());
         }
 
         Assert.True(ring.IsRunning);
         socket.Shutdown(SocketShutdown.Send);
         Assert.Equal(0, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
         await server.StopAsync();
-        Assert.True(ring.WaitForExit(TimeSpan.FromSeconds(30)));
+        Assert.True(ring.WaitForExit(TestWait.Default));
     }
 
     [Fact]
