@@ -25,10 +25,10 @@ namespace IoUring.FunctionalTests;
 /// writes one byte to every new connection, the index of the ring that owns it, so clients know.
 /// </summary>
 /// <remarks>
-/// In <see cref="IoUringTransportTests"/>' collection, so the two never run at once: that class
+/// In the isolated collection (<see cref="IsolatedCollection"/>): <see cref="ReceiveBufferTests"/>
 /// counts the process's descriptors and threads, which these servers change.
 /// </remarks>
-[Collection(nameof(IoUringTransportTests))]
+[Collection(IsolatedCollection.Name)]
 public class DispatchTests
 {
     private static readonly TimeSpan s_settleTimeout = TestWait.Default;

@@ -1,0 +1,175 @@
+using System;
+using System.Collections.Generic;
+using System.IO.Pipelines;
+using System.Linq;
+using System.Net;
+using System.Net.Http;
+using System.Net.Sockets;
+using System.Threading.Tasks;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace IoUring.FunctionalTests;
+
+/// <summary>What the transport tells operators: FIN and RST reasons, resets not logged as errors, metrics per ring.</summary>
+/// <remarks>In the isolated collection, as before the split: one of them counts the process's descriptors and threads.</remarks>
+[Collection(IsolatedCollection.Name)]
+public class ObservabilityTests
+{
+    [Fact]
+    public async Task FinAndResetAreLoggedWithTheirReasonAtDebug()
+    {
+        var logs = new CapturingLoggerProvider();
+        var ends = new System.Collections.Concurrent.ConcurrentDictionary<string, TaskCompletionSource>();
+        logs.Logged += entry =>
+        {
+            if (entry.EventId.Name is "ConnectionWriteFin" or "ConnectionWriteRst")
+            {
+                ends.GetOrAdd(entry.EventId.Name, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+            }
+        };
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            _ => { },
+            listen => listen.Run(async connection =>
+                {
+                    ReadResult result = await connection.Transport.Input.ReadAsync();
+                    bool abort = result.Buffer.FirstSpan[0] == (byte)'a';
+                    connection.Transport.Input.AdvanceTo(result.Buffer.End);
+                    if (abort)
+                    {
+                        connection.Abort(new ConnectionAbortedException("test abort"));
+                    }
+                }),
+            logs: logs,
+            minimumLevel: LogLevel.Debug);
+        int port = server.Port;
+        foreach ((string first, string eventName) in new[] { ("a", "ConnectionWriteRst"), ("f", "ConnectionWriteFin") })
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+            await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(first), SocketFlags.None, TestContext.Current.CancellationToken);
+            await ends.GetOrAdd(eventName, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task.DefaultTimeout();
+        }
+
+        var rst = Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteRst");
+        Assert.Equal(LogLevel.Debug, rst.Level);
+        Assert.Contains("test abort", rst.Message, StringComparison.Ordinal);
+        Assert.Equal(LogLevel.Debug, Assert.Single(logs.Entries, e => e.EventId.Name == "ConnectionWriteFin").Level);
+    }
+
+    [Fact]
+    public async Task ClientResetsAreNotLoggedAsErrors()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using var server = await TestServer.StartAsync(
+            app => app.Run(async context =>
+            {
+                var chunk = new byte[64 * 1024];
+                for (int i = 0; i < 64; i++)
+                {
+                    await context.Response.Body.WriteAsync(chunk, context.RequestAborted);
+                }
+            }),
+            configureServices: services => services.AddSingleton<ILoggerProvider>(logs));
+        await Task.WhenAll(Enumerable.Range(0, 50).Select(async _ =>
+        {
+            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+            await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            await socket.ReceiveAsync(new byte[1000], SocketFlags.None, TestContext.Current.CancellationToken);
+            socket.LingerState = new LingerOption(true, 0); // close sends RST mid-response
+        }));
+
+        using (HttpClient client = server.CreateClient())
+        {
+            // Still serving; and by now every reset connection has ended on the server.
+            Assert.Equal(64 * 64 * 1024, (await client.GetByteArrayAsync("/", TestContext.Current.CancellationToken)).Length);
+        }
+
+        await server.DisposeAsync();
+        Assert.DoesNotContain(logs.Entries, e => e.Level >= LogLevel.Error);
+    }
+
+    [Fact]
+    public async Task MetricsReportConnectionsBytesAndRingActivityPerRing()
+    {
+        var values = new System.Collections.Concurrent.ConcurrentDictionary<(string Name, int Ring), long>();
+        using var listener = new System.Diagnostics.Metrics.MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "IoUring.Transport")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "ring")
+                {
+                    values[(instrument.Name, (int)tag.Value!)] = value;
+                }
+            }
+        });
+        listener.Start();
+
+        var openConnections = new List<Socket>();
+        await using var server = await TestServer.StartAsync(app => app.Run(async context =>
+        {
+            context.Response.ContentLength = 1000;
+            await context.Response.Body.WriteAsync(new byte[1000]);
+        }));
+        try
+        {
+            for (int i = 0; i < 10; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                openConnections.Add(socket);
+                await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+                await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+                // Read the whole response (headers, then a 1000-byte body); the connection stays open.
+                var response = new List<byte>();
+                var buffer = new byte[4096];
+                int headerEnd;
+                while ((headerEnd = IndexOfHeaderEnd(response)) < 0 || response.Count < headerEnd + 1000)
+                {
+                    int n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken);
+                    Assert.True(n > 0);
+                    response.AddRange(buffer.AsSpan(0, n).ToArray());
+                }
+            }
+
+            listener.RecordObservableInstruments();
+            int rings = IoUringServer.FactoryOf(server.Services).Group!.Rings.Length;
+            long Sum(string name) => Enumerable.Range(0, rings).Sum(r => values.GetValueOrDefault((name, r)));
+            Assert.Equal(10, Sum("iouring.connections.active"));
+            Assert.Equal(10, Sum("iouring.connections.accepted"));
+            Assert.True(Sum("iouring.bytes.received") >= 10 * "GET / HTTP/1.1\r\nHost: x\r\n\r\n".Length);
+            Assert.True(Sum("iouring.bytes.sent") >= 10 * 1000);
+            Assert.True(Sum("iouring.enters") > 0);
+            Assert.True(Sum("iouring.submissions") > 0);
+            Assert.True(Sum("iouring.completions") >= Sum("iouring.connections.accepted"));
+            Assert.True(values.ContainsKey(("iouring.buffers.in_use", 0)));
+            Assert.True(values.ContainsKey(("iouring.buffers.exhausted", 0)));
+        }
+        finally
+        {
+            foreach (Socket socket in openConnections)
+            {
+                socket.Dispose();
+            }
+        }
+    }
+
+    private static int IndexOfHeaderEnd(List<byte> data)
+    {
+        int i = System.Runtime.InteropServices.CollectionsMarshal.AsSpan(data).IndexOf("\r\n\r\n"u8);
+        return i < 0 ? -1 : i + 4;
+    }
+}
