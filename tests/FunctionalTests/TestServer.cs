@@ -14,14 +14,22 @@ using Microsoft.Extensions.Logging;
 
 namespace IoUring.FunctionalTests;
 
-/// <summary>A real Kestrel host on the transport under test, bound to loopback.</summary>
+/// <summary>
+/// A real Kestrel host on the transport under test, bound to loopback. Disposing it fails the test
+/// if the server logged an error (Kestrel's unhandled application exceptions, the transport's
+/// failures) that the test did not say it expects (<see cref="ExpectServerErrors"/>): a bug that
+/// only shows in the log, such as a 500 from an exception in the transport, fails loudly.
+/// </summary>
 public sealed class TestServer : IAsyncDisposable
 {
     private readonly IHost _host;
+    private readonly CapturingLoggerProvider _logs;
+    private Func<string, bool> _expectedError = static _ => false;
 
-    private TestServer(IHost host)
+    private TestServer(IHost host, CapturingLoggerProvider logs)
     {
         _host = host;
+        _logs = logs;
         var addresses = host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
         Addresses = addresses.ToArray();
     }
@@ -41,8 +49,9 @@ public sealed class TestServer : IAsyncDisposable
         Action<KestrelServerOptions>? configureKestrel = null,
         Action<IServiceCollection>? configureServices = null)
     {
+        var logs = new CapturingLoggerProvider();
         IHost host = new HostBuilder()
-            .ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning))
+            .ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning).AddProvider(logs))
             .ConfigureWebHost(web => web
                 .UseKestrel(options =>
                 {
@@ -64,7 +73,7 @@ public sealed class TestServer : IAsyncDisposable
                 .Configure(configureApp))
             .Build();
         await host.StartAsync().ConfigureAwait(false);
-        return new TestServer(host);
+        return new TestServer(host, logs);
     }
 
     public HttpClient CreateClient(Version? version = null, HttpMessageHandler? handler = null)
@@ -84,13 +93,33 @@ public sealed class TestServer : IAsyncDisposable
     }
 
     /// <summary>Disposes the host without stopping it first, as a <c>using</c> of a started host does: Kestrel stops with an already-cancelled token.</summary>
-    public void DisposeWithoutStopping() => _host.Dispose();
+    public void DisposeWithoutStopping()
+    {
+        _host.Dispose();
+        AssertNoUnexpectedErrors();
+    }
 
     public Task StopAsync(TimeSpan timeout) => _host.StopAsync(new System.Threading.CancellationTokenSource(timeout).Token);
+
+    /// <summary>
+    /// The test provokes errors the server logs (an application that throws, say): disposing does
+    /// not fail on those whose message <paramref name="expected"/> accepts.
+    /// </summary>
+    public void ExpectServerErrors(Func<string, bool> expected) => _expectedError = expected;
 
     public async ValueTask DisposeAsync()
     {
         await _host.StopAsync().ConfigureAwait(false);
         _host.Dispose();
+        AssertNoUnexpectedErrors();
+    }
+
+    private void AssertNoUnexpectedErrors()
+    {
+        var errors = _logs.Entries.Where(e => e.Level >= LogLevel.Error && !_expectedError(e.Message)).ToList();
+        if (errors.Count > 0)
+        {
+            Xunit.Assert.Fail($"The server logged {errors.Count} unexpected error(s); the first: [{errors[0].Category}] {errors[0].Message}");
+        }
     }
 }
