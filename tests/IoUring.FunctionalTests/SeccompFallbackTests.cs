@@ -7,6 +7,7 @@ using System.Net;
 using System.Net.Http;
 using System.Runtime.InteropServices;
 using System.Threading.Tasks;
+using IoUring.Sockets;
 using IoUring.Transport;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
@@ -152,16 +153,15 @@ public partial class SeccompFallbackTests
             Architecture.Arm64 => (0xC00000B7u, 277L), // AUDIT_ARCH_AARCH64, __NR_seccomp
             var other => throw new PlatformNotSupportedException($"no seccomp test filter for {other}"),
         };
-        const ushort LdAbsW = 0x20, JeqK = 0x15, RetK = 0x06;
-        const uint RetErrnoEperm = 0x0005_0000 | 1, RetAllow = 0x7FFF_0000;
+        const uint RetErrnoEperm = 0x0005_0000 | 1, RetAllow = 0x7FFF_0000; // SECCOMP_RET_ERRNO | EPERM, SECCOMP_RET_ALLOW
         SockFilter* program = stackalloc SockFilter[]
         {
-            new(LdAbsW, 0, 0, 4),              // A = arch
-            new(JeqK, 0, 3, arch),             // other architectures: allow (3 ahead)
-            new(LdAbsW, 0, 0, 0),              // A = syscall number
-            new(JeqK, 0, 1, IoUringSetup),     // io_uring_setup: next; else allow
-            new(RetK, 0, 0, RetErrnoEperm),
-            new(RetK, 0, 0, RetAllow),
+            SockFilter.LoadWord(4),                       // A = arch
+            SockFilter.JumpIfEqual(arch, 0, 3),           // other architectures: allow (3 ahead)
+            SockFilter.LoadWord(0),                       // A = syscall number
+            SockFilter.JumpIfEqual(IoUringSetup, 0, 1),   // io_uring_setup: next; else allow
+            SockFilter.ReturnConstant(RetErrnoEperm),
+            SockFilter.ReturnConstant(RetAllow),
         };
         var fprog = new SockFprog { Length = 6, Filter = program };
         Assert.Equal(0, Prctl(38 /* PR_SET_NO_NEW_PRIVS */, 1, 0, 0, 0));
@@ -174,22 +174,4 @@ public partial class SeccompFallbackTests
 
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true)]
     private static unsafe partial long Syscall(long number, long operation, long flags, void* args);
-
-    /// <summary>struct sock_filter.</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    private readonly struct SockFilter(ushort code, byte jumpTrue, byte jumpFalse, uint k)
-    {
-        public readonly ushort Code = code;
-        public readonly byte JumpTrue = jumpTrue;
-        public readonly byte JumpFalse = jumpFalse;
-        public readonly uint K = k;
-    }
-
-    /// <summary>struct sock_fprog.</summary>
-    [StructLayout(LayoutKind.Sequential)]
-    private unsafe struct SockFprog
-    {
-        public ushort Length;
-        public SockFilter* Filter;
-    }
 }

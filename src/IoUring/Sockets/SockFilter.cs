@@ -59,5 +59,8 @@ internal readonly struct SockFilter
     // connection to the listener whose index equals that CPU, which is the usual way to keep a
     // connection on the ring thread pinned to the CPU that took its interrupt (the group then needs
     // one listener per CPU; an index past the group size makes the kernel fall back to its hash).
+    /// <summary>A = the 32-bit word at <paramref name="offset"/> of the packet or, for seccomp, of struct seccomp_data.</summary>
+    public static SockFilter LoadWord(uint offset) => new((ushort)(BpfLd | BpfW | BpfAbs), 0, 0, offset);
+
     public static SockFilter LoadCpu() => new((ushort)(BpfLd | BpfW | BpfAbs), 0, 0, SkfAdOff + SkfAdCpu);
 }
