@@ -55,11 +55,7 @@ public class GracefulCloseTests
         await using TestServer server = await StartAsync();
         for (int round = 0; round < Rounds; round++)
         {
-            using Socket socket = await ConnectAsync(server);
-            await SendAsync(socket, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-            socket.Shutdown(SocketShutdown.Send);
-
-            (byte[] data, bool reset) = await ReadToEndOrResetAsync(socket);
+            (byte[] data, bool reset) = await RequestThenHalfCloseAsync(server, "/");
             Assert.False(reset, $"round {round}: the server reset the connection after {data.Length} bytes; a graceful close is a FIN");
             // Kestrel ends the request when the client's end of stream arrives, so the response
             // may not have been written (on Sockets, measured: about half the time nothing comes);
@@ -77,11 +73,7 @@ public class GracefulCloseTests
         await using TestServer server = await StartAsync();
         for (int round = 0; round < Rounds; round++)
         {
-            using Socket socket = await ConnectAsync(server);
-            await SendAsync(socket, "GET /large HTTP/1.1\r\nHost: x\r\n\r\n");
-            socket.Shutdown(SocketShutdown.Send);
-
-            (byte[] data, bool reset) = await ReadToEndOrResetAsync(socket);
+            (byte[] data, bool reset) = await RequestThenHalfCloseAsync(server, "/large");
             Assert.False(reset, $"round {round}: the server reset the connection after {data.Length} bytes; a graceful close is a FIN");
             // Kestrel stops the response when the client's end of stream arrives: what came is a prefix of it.
             Assert.True(data.Length <= HeaderLength(data) + LargeBody, $"round {round}: more bytes than the response has");
@@ -137,6 +129,15 @@ public class GracefulCloseTests
 
         (byte[] data, bool reset) = await ReadToEndOrResetAsync(socket);
         Assert.True(reset, $"the connection ended with a FIN after {data.Length} bytes; an abort is a reset");
+    }
+
+    /// <summary>Sends a GET for <paramref name="path"/>, half-closes at once, and reads to the end (or the reset).</summary>
+    private static async Task<(byte[] Data, bool Reset)> RequestThenHalfCloseAsync(TestServer server, string path)
+    {
+        using Socket socket = await ConnectAsync(server);
+        await SendAsync(socket, $"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        socket.Shutdown(SocketShutdown.Send);
+        return await ReadToEndOrResetAsync(socket);
     }
 
     private static async Task<Socket> ConnectAsync(TestServer server)
