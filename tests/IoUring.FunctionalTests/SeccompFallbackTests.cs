@@ -1,11 +1,11 @@
 using System;
 using System.Collections.Generic;
-using System.Diagnostics;
 using System.IO;
 using System.Linq;
 using System.Net;
 using System.Net.Http;
 using System.Runtime.InteropServices;
+using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Sockets;
 using IoUring.Transport;
@@ -24,7 +24,7 @@ namespace IoUring.FunctionalTests;
 
 /// <summary>
 /// io_uring blocked for real, the way a container runtime's seccomp profile blocks it: a child
-/// process (this test executable, running one explicit test) installs a seccomp filter that fails
+/// process (<see cref="ChildProcess"/>) installs a seccomp filter that fails
 /// io_uring_setup with EPERM, then starts a host. With FallbackToSockets it serves on Sockets and
 /// warns once naming the reason; without, it fails at start with that reason.
 /// </summary>
@@ -54,11 +54,10 @@ public partial class SeccompFallbackTests
         Assert.Contains("seccomp", result["Message"], StringComparison.Ordinal);
     }
 
-    /// <summary>The child: runs only when the parent asks for it (explicit, and told by its environment what to do).</summary>
-    [Fact(Explicit = true)]
-    public async Task SeccompChild()
+    /// <summary>The child's entry (<see cref="ChildProcess"/>): blocks io_uring, starts a host, writes what it saw.</summary>
+    private static async Task<int> SeccompChildAsync()
     {
-        string mode = Environment.GetEnvironmentVariable(ModeVariable) ?? throw new InvalidOperationException($"{ModeVariable} is not set: this test runs only as the child of another");
+        string mode = Environment.GetEnvironmentVariable(ModeVariable)!;
         string output = Environment.GetEnvironmentVariable(OutputVariable)!;
         var lines = new List<string>();
         BlockIoUringSetup();
@@ -82,17 +81,17 @@ public partial class SeccompFallbackTests
             .Build();
         try
         {
-            await host.StartAsync(TestContext.Current.CancellationToken);
+            await host.StartAsync(CancellationToken.None);
             IoUringTransportFactory factory = host.Services.GetServices<IConnectionListenerFactory>().OfType<IoUringTransportFactory>().Single();
             int port = new Uri(host.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
             using var client = new HttpClient();
-            lines.Add("Response=" + await client.GetStringAsync($"http://127.0.0.1:{port}/", TestContext.Current.CancellationToken));
+            lines.Add("Response=" + await client.GetStringAsync($"http://127.0.0.1:{port}/", CancellationToken.None));
             lines.Add("IsUsingIoUring=" + factory.IsUsingIoUring);
             lines.Add("ConnectionType=" + connectionType);
             var warnings = logs.Entries.Where(e => e.Level >= LogLevel.Warning).ToList();
             lines.Add("Warnings=" + warnings.Count);
             lines.AddRange(warnings.Select(w => "Warning=" + w.Message.ReplaceLineEndings(" ")));
-            await host.StopAsync(TestContext.Current.CancellationToken);
+            await host.StopAsync(CancellationToken.None);
         }
         catch (IoUringUnavailableException ex)
         {
@@ -101,7 +100,8 @@ public partial class SeccompFallbackTests
             lines.Add("Message=" + ex.Message.ReplaceLineEndings(" "));
         }
 
-        await File.WriteAllLinesAsync(output, lines, TestContext.Current.CancellationToken);
+        await File.WriteAllLinesAsync(output, lines, CancellationToken.None);
+        return 0;
     }
 
     private static async Task<Dictionary<string, string>> RunChildAsync(string mode)
@@ -109,25 +109,10 @@ public partial class SeccompFallbackTests
         string output = Path.Combine(Path.GetTempPath(), $"iouring-seccomp-{Guid.NewGuid():N}.txt");
         try
         {
-            // This test executable itself (xunit v3 builds an apphost), told to run the child test only.
-            var start = new ProcessStartInfo(Path.Combine(AppContext.BaseDirectory, "IoUring.FunctionalTests"))
-            {
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
-            foreach (string arg in new[] { "-noColor", "-explicit", "only", "-method", $"{typeof(SeccompFallbackTests).FullName}.{nameof(SeccompChild)}" })
-            {
-                start.ArgumentList.Add(arg);
-            }
-
-            start.Environment[ModeVariable] = mode;
-            start.Environment[OutputVariable] = output;
-            using Process child = Process.Start(start)!;
-            Task<string> stdout = child.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
-            Task<string> stderr = child.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-            await child.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(120), TestContext.Current.CancellationToken);
-            string log = await stdout + await stderr;
-            Assert.True(child.ExitCode == 0 && File.Exists(output), $"the child failed (exit {child.ExitCode}):\n{log}");
+            (int exitCode, string log) = await ChildProcess.RunAsync(
+                SeccompChildAsync,
+                new Dictionary<string, string> { [ModeVariable] = mode, [OutputVariable] = output });
+            Assert.True(exitCode == 0 && File.Exists(output), $"the child failed (exit {exitCode}):\n{log}");
             return File.ReadAllLines(output)
                 .Select(line => line.Split('=', 2))
                 .GroupBy(kv => kv[0])
