@@ -6,6 +6,7 @@ using System.Linq;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading.Tasks;
+using IoUring.Transport.Internal;
 using Microsoft.Extensions.Logging;
 using Microsoft.Win32.SafeHandles;
 using Xunit;
@@ -68,6 +69,8 @@ public class DescriptorExhaustionTests
                 fillers.Add(fd);
             }
 
+            RingThread ring = Assert.Single(server.Group.Rings);
+            long entersBefore = ring.Enters;
             TimeSpan cpuBefore = CpuTime(threads);
             var wall = Stopwatch.StartNew();
             var exchanges = new Task<bool>[clients.Length];
@@ -82,6 +85,7 @@ public class DescriptorExhaustionTests
             await longBackoff.Task.DefaultTimeout();
             TimeSpan cpu = CpuTime(threads) - cpuBefore;
             TimeSpan elapsed = wall.Elapsed;
+            long enters = ring.Enters - entersBefore;
             Assert.False(exchanges.Any(e => e.IsCompleted), "a connection was served while no descriptor was free");
 
             foreach (int fd in fillers)
@@ -90,8 +94,17 @@ public class DescriptorExhaustionTests
             }
 
             fillers.Clear();
-            TestContext.Current.SendDiagnosticMessage($"without descriptors: {cpu.TotalMilliseconds:F0} ms CPU in {elapsed.TotalMilliseconds:F0} ms");
-            Assert.True(cpu < elapsed / 2, $"the process used {cpu.TotalMilliseconds:F0} ms of CPU in {elapsed.TotalMilliseconds:F0} ms without descriptors: accept spins");
+            TestContext.Current.SendDiagnosticMessage($"without descriptors: {cpu.TotalMilliseconds:F0} ms CPU in {elapsed.TotalMilliseconds:F0} ms, {enters} io_uring_enter calls");
+            // A count first, which holds under any clock: ten retries cost a few enters each; an
+            // accept retried at once would enter the kernel thousands of times in half a second.
+            Assert.True(enters < 500, $"the ring entered the kernel {enters} times in {elapsed.TotalMilliseconds:F0} ms without descriptors: accept spins");
+            // Then the CPU time, except in a kernel under software emulation (scripts/kernel-vm.sh
+            // sets KERNEL_VM), where the runtime's own work costs 25 to 80 times more (measured)
+            // and no ratio of CPU to wall time says anything about spinning.
+            if (Environment.GetEnvironmentVariable("KERNEL_VM") is null)
+            {
+                Assert.True(cpu < elapsed / 2, $"the process used {cpu.TotalMilliseconds:F0} ms of CPU in {elapsed.TotalMilliseconds:F0} ms without descriptors: accept spins");
+            }
             Assert.All(await Task.WhenAll(exchanges).DefaultTimeout(), Assert.True);
             Assert.True(await FaultTests.EchoExchangeAsync(server.Port, 1000, 2), "the server does not serve after the fault");
             Assert.All(logs.Entries.Where(e => e.EventId.Name == "AcceptBackoff"), e =>
