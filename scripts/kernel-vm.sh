@@ -284,6 +284,7 @@ stty -F /dev/ttyS2 -opost
 out=/dev/ttyS0 err=/dev/ttyS2 relays=
 if [ "$out_tty" != 1 ]; then mkfifo /out; cat /out >&3 & relays="$relays $!"; out=/out; fi
 if [ "$err_tty" != 1 ]; then mkfifo /err; cat /err >&4 & relays="$relays $!"; err=/err; fi
+: >"$D/started" # the host boots again only a guest that died before this line
 chroot $R /usr/bin/env -i /bin/bash --noprofile --norc "$kernelvm_dir/run.sh" </dev/null >$out 2>$err 3>&- 4>&-
 rc=$?
 # Output still in the pipes is relayed; a process the command left behind holding them is not
@@ -361,8 +362,6 @@ err_tty=0; [ -t 2 ] && err_tty=1
 printf 'keep_tmp=%q\nout_tty=%s\nerr_tty=%s\nhost_name=%q\n' "$keep_tmp" "$out_tty" "$err_tty" "$(hostname)" \
   > "$run/guest.conf"
 mkfifo "$run/out" "$run/err"
-cat "$run/out" & cat_pids+=($!)
-cat "$run/err" >&2 & cat_pids+=($!)
 
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config -no-reboot -display none -monitor none
   -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$memory" -nic none
@@ -373,21 +372,36 @@ qemu=(qemu-system-x86_64 -nodefaults -no-user-config -no-reboot -display none -m
 cat "$kdir/modules.cpio" "$base" > "$run/initrd"
 # QEMU dies with this script even on SIGKILL (setpriv --pdeathsig), else the trap stops it.
 pdeath=(); [[ $(setpriv --help 2>&1) == *pdeathsig* ]] && pdeath=(setpriv --pdeathsig KILL)
-"${pdeath[@]}" "${qemu[@]}" </dev/null 2>"$run/qemu.log" &
-qemu_pid=$!
-sleep "$timeout" & sleep_pid=$!
-wait -n "$qemu_pid" "$sleep_pid" || true
-if kill -0 "$qemu_pid" 2>/dev/null; then
-  note "timed out after ${timeout}s on kernel $release; powering the VM off"
-  exit 124
-fi
-wait "$qemu_pid" && qemu_rc=0 || qemu_rc=$?
-qemu_pid=
-kill "$sleep_pid" 2>/dev/null; sleep_pid=
-wait "${cat_pids[@]}" 2>/dev/null || true; cat_pids=()
-if [ -f "$run/rc" ]; then
-  exit "$(cat "$run/rc")"
-fi
+# A guest that dies before it starts the command (seen: a 7.2 kernel's rare panic in the
+# scheduler while booting under TCG) is booted again, up to KERNEL_VM_BOOT_TRIES times; one that
+# started the command is never run twice.
+tries=${KERNEL_VM_BOOT_TRIES:-3}
+for ((attempt = 1; ; attempt++)); do
+  rm -f "$run/rc" "$run/started"
+  cat "$run/out" & cat_pids+=($!)
+  cat "$run/err" >&2 & cat_pids+=($!)
+  "${pdeath[@]}" "${qemu[@]}" </dev/null 2>"$run/qemu.log" &
+  qemu_pid=$!
+  sleep "$timeout" & sleep_pid=$!
+  wait -n "$qemu_pid" "$sleep_pid" || true
+  if kill -0 "$qemu_pid" 2>/dev/null; then
+    note "timed out after ${timeout}s on kernel $release; powering the VM off"
+    exit 124
+  fi
+  wait "$qemu_pid" && qemu_rc=0 || qemu_rc=$?
+  qemu_pid=
+  kill "$sleep_pid" 2>/dev/null; sleep_pid=
+  wait "${cat_pids[@]}" 2>/dev/null || true; cat_pids=()
+  if [ -f "$run/rc" ]; then
+    exit "$(cat "$run/rc")"
+  fi
+  if [ ! -f "$run/started" ] && [ "$attempt" -lt "$tries" ]; then
+    note "the guest died while booting (kernel $release, attempt $attempt of $tries); booting again. Its last lines:"
+    tail -n 5 "$run/kernel.log" >&2 || true
+    continue
+  fi
+  break
+done
 note "the guest ended without an exit code (kernel $release, QEMU exit $qemu_rc)"
 grep -v 'TCG doesn.t support requested feature' "$run/qemu.log" | tail -n 20 >&2 || true
 note "kernel log (last lines):"; tail -n 30 "$run/kernel.log" >&2 || true

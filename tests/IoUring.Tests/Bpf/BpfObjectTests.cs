@@ -209,6 +209,30 @@ public class BpfObjectTests
         Assert.Null(BtfTypes.Find([(BtfTypes.KindStruct, "x")], "/nonexistent/btf"));
     }
 
+    [Fact]
+    public void TheKernelsBtfDescribesTheIoUringBpfEventLoopExactlyFromLinux71()
+    {
+        if (!File.Exists(BtfTypes.VmlinuxPath))
+        {
+            Assert.Skip("The kernel exposes no BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF).");
+        }
+
+        // What a loop program needs (Linux 7.1): the struct_ops type, its parameters, and both kfuncs.
+        (int Kind, string Name)[] loop =
+        [
+            (BtfTypes.KindStruct, IoUringBpfLoop.OpsType),
+            (BtfTypes.KindStruct, "iou_loop_params"),
+            (BtfTypes.KindFunc, IoUringBpfLoop.SubmitKfunc),
+            (BtfTypes.KindFunc, IoUringBpfLoop.RegionKfunc),
+        ];
+        HashSet<(int Kind, string Name)> found = BtfTypes.Find(loop)!;
+        bool expected = Environment.OSVersion.Version >= new Version(7, 1);
+        Assert.True(
+            found.Count == (expected ? loop.Length : 0),
+            $"Linux {Environment.OSVersion.Version}: expected {(expected ? "all" : "none")} of the loop's types in its BTF, found {string.Join(", ", found.Select(f => f.Name))}");
+        Assert.Equal(expected, IoUringBpfLoop.IsAvailable());
+    }
+
     /// <summary>The major version from <c>clang --version</c> ("... clang version 14.0.6 ...").</summary>
     private static string ClangMajorVersion()
     {
