@@ -29,6 +29,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     // Ring-thread state.
     private RingSlot _slot = RingSlot.None;
+    private bool _started;          // it took a slot (from then on the socket is closed by the stop, or by OnRingFailed)
     private bool _acceptArmed;
     private bool _backoffArmed;
     private bool _stopping;
@@ -59,6 +60,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         {
             case ListenerWork.Start:
                 _slot = ring.AllocateSlot(this);
+                _started = true;
                 _backoffTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
                 ArmAccept();
                 break;
@@ -127,6 +129,14 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     public void OnFault(Exception error)
     {
         IoUringTransportLog.ListenerError(_logger, _ring.Index, error);
+        if (!_started)
+        {
+            // Its start failed before it had a slot (posted work's faults come here too): this
+            // ring serves nothing of the endpoint, as if the start had been rejected.
+            Reject((int)ListenerWork.Start, error);
+            return;
+        }
+
         if (_stopping || !_slot.IsAssigned)
         {
             TryFinishStop();
