@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT OR GPL-2.0-only */
 /*
  * Definitions shared by the dispatch programs and the transport's loader
- * (src/IoUring.Transport/Internal/ConnectionDispatch*.cs). Self-contained on purpose: no kernel or
+ * (src/IoUring.Transport/Internal/Dispatch/). Self-contained on purpose: no kernel or
  * libbpf headers, so the object depends only on this folder and the pinned clang flags, and
  * rebuilding it reproduces the committed bytes.
  */

@@ -15,30 +15,64 @@ namespace IoUring.Transport.Internal;
 /// in flight (docs/design.md, "Shutdown and close").
 /// </summary>
 /// <remarks>
-/// The connection's life, as its flags record it:
+/// <para>
+/// What the ring thread knows of the connection is one field, <see cref="_state"/>, read and
+/// written on the ring thread only (<see cref="Set"/> and <see cref="Clear"/> assert it); in a
+/// debugger or an assertion's message it prints as the list of its bits. The decision to shut
+/// down is the one part any thread may make, under <c>_shutdownLock</c>.
+/// </para>
 /// <list type="table">
-/// <item><term>open</term><description>receiving (<c>_recvArmed</c>, or parked for buffers or paused) and sending as the application writes.</description></item>
-/// <item><term>shutdown decided</term><description><c>_shutdownStarted</c> with <c>_abortive</c> and <c>_shutdownReason</c>, by whichever thread ends it first (<see cref="Shutdown"/>, under <c>_shutdownLock</c>); the ring is told with <see cref="ConnectionWork.Shutdown"/>.</description></item>
-/// <item><term>shut down on the ring</term><description><c>_shutdownRequested</c>: FIN (<c>shutdown(SHUT_RDWR)</c>, receive cancelled) or RST (linger 0, everything on the descriptor cancelled).</description></item>
-/// <item><term>input done</term><description><c>_inputDone</c>: <c>Transport.Input</c> completed (FIN, reset, shutdown, or the application completed it); <c>ConnectionClosed</c> fires.</description></item>
-/// <item><term>close requested</term><description><c>_closeRequested</c>: input done and the send loop ended (<see cref="ConnectionWork.Close"/>).</description></item>
-/// <item><term>closed</term><description><c>_closed</c>: no receive armed and no send in flight (<c>_sendsInFlight</c> 0, zero-copy notifications in): the descriptor is closed and the slot freed (<see cref="TryFinishClose"/>).</description></item>
+/// <listheader><term>state</term><description>set when, cleared when</description></listheader>
+/// <item><term><see cref="RingState.ReceiveArmed"/></term><description>a multishot receive is in the kernel: set by <c>ArmReceive</c>; cleared by its last CQE (no <c>IORING_CQE_F_MORE</c>) or the ring's failure. Not set while parked for buffers or paused by <c>MaxReadBufferSize</c>.</description></item>
+/// <item><term>shutdown decided</term><description><c>_shutdownStarted</c> with <c>_abortive</c> and <c>_shutdownReason</c>, by whichever thread ends it first (<see cref="Shutdown"/>); the ring is told with <see cref="ConnectionWork.Shutdown"/>. Never undone.</description></item>
+/// <item><term><see cref="RingState.ShutdownIssued"/></term><description>the ring acted on it: FIN (<c>shutdown(SHUT_RDWR)</c>, receive cancelled) or RST (linger 0, everything on the descriptor cancelled); also a fault. No receive is armed again.</description></item>
+/// <item><term><see cref="RingState.InputDone"/></term><description><c>Transport.Input</c> completed (FIN, reset, shutdown, or the application completed it); <c>ConnectionClosed</c> fires. Never undone.</description></item>
+/// <item><term><see cref="RingState.SendActive"/></term><description>a posted <see cref="ConnectionWork.Send"/> ran and its send has not completed to the send loop.</description></item>
+/// <item><term><see cref="RingState.ZeroCopyInFlight"/></term><description>a zero-copy send's data may still be read by the kernel: set at its issue, cleared by its notification CQE.</description></item>
+/// <item><term><see cref="RingState.CloseRequested"/></term><description>input done and the send loop ended (<see cref="ConnectionWork.Close"/>). It may arrive before the ring ran the shutdown another thread decided; that shutdown then finds the connection closed.</description></item>
+/// <item><term><see cref="RingState.Closed"/></term><description>terminal: close requested with no receive armed and no send in flight (<c>_sendsInFlight</c> 0, zero-copy notifications in): the descriptor is closed and the slot freed (<see cref="TryFinishClose"/>); or the ring failed (<see cref="OnRingFailed"/>).</description></item>
 /// </list>
 /// A failure (<see cref="OnFault"/>, <see cref="OnRingFailed"/>) decides an abortive shutdown and
 /// ends what it can without the ring's help.
 /// </remarks>
 internal sealed partial class IoUringConnection
 {
+    /// <summary>The ring thread's record of the connection (the table above).</summary>
+    [Flags]
+    private enum RingState : byte
+    {
+        None = 0,
+        ReceiveArmed = 1 << 0,
+        ShutdownIssued = 1 << 1,
+        InputDone = 1 << 2,
+        SendActive = 1 << 3,
+        ZeroCopyInFlight = 1 << 4,
+        CloseRequested = 1 << 5,
+        Closed = 1 << 6,
+    }
+
     // Shutdown state: written under _shutdownLock by whichever thread ends the connection first.
     private bool _shutdownStarted;
     private bool _abortive;                 // reset (RST) rather than FIN
     private volatile Exception? _shutdownReason;
 
     // Ring-thread state.
-    private bool _shutdownRequested;        // the ring has acted on the shutdown
-    private bool _closeRequested;           // both halves are done; close once nothing is in flight
-    private bool _closed;                   // the fd is closed and the slot freed
+    private RingState _state;
     private int _sendsInFlight;             // send SQEs whose CQE (and ZC notification) has not arrived
+
+    private bool Is(RingState state) => (_state & state) != 0;
+
+    private void Set(RingState state)
+    {
+        Debug.Assert(_ring.IsOnRingThread, "a connection's ring state changes on its ring's thread");
+        _state |= state;
+    }
+
+    private void Clear(RingState state)
+    {
+        Debug.Assert(_ring.IsOnRingThread, "a connection's ring state changes on its ring's thread");
+        _state &= ~state;
+    }
 
     public override void Abort(ConnectionAbortedException abortReason)
     {
@@ -63,15 +97,15 @@ internal sealed partial class IoUringConnection
             _shutdownReason ??= reason;
         }
 
-        _recvArmed = false;
+        Clear(RingState.ReceiveArmed);
         EndReceive(_shutdownReason);
         // The ring's teardown ends what is in flight on its own time: a zero-copy send's data may
         // still be read after this, so its blocks are retired rather than given back to the pool.
         FailPendingSend(_shutdownReason);
         _output.Reader.CancelPendingRead(); // the send loop must not wait for output nobody will send
-        if (!_closed)
+        if (!Is(RingState.Closed))
         {
-            _closed = true;
+            Set(RingState.Closed);
             _ = LinuxSocket.TrySetLingerZero(_fd); // the close resets, as an abort does
             Libc.Close(_fd);
             _ringClosed.TrySetResult();
@@ -96,12 +130,12 @@ internal sealed partial class IoUringConnection
             }
         }
 
-        if (_closed)
+        if (Is(RingState.Closed))
         {
             return;
         }
 
-        _shutdownRequested = true;
+        Set(RingState.ShutdownIssued);
         try
         {
             ResetAndCancelInFlight();
@@ -112,7 +146,7 @@ internal sealed partial class IoUringConnection
         }
 
         EndReceive(_shutdownReason); // later receive completions find the input done and give their buffers back
-        if (_sendActive && _sendsInFlight == 0)
+        if (Is(RingState.SendActive) && _sendsInFlight == 0)
         {
             CompleteSend(-Errno.ECANCELED); // the send never reached the kernel
         }
@@ -179,12 +213,12 @@ internal sealed partial class IoUringConnection
 
     private void ShutdownOnRing()
     {
-        if (_closed)
+        if (Is(RingState.Closed))
         {
             return;
         }
 
-        _shutdownRequested = true;
+        Set(RingState.ShutdownIssued);
         if (_abortive)
         {
             IoUringTransportLog.ConnectionWriteRst(_logger, ConnectionId, _shutdownReason?.Message ?? "");
@@ -198,7 +232,7 @@ internal sealed partial class IoUringConnection
             CancelReceive();
         }
 
-        if (!_recvArmed)
+        if (!Is(RingState.ReceiveArmed))
         {
             EndReceive(_shutdownReason);
         }
@@ -217,15 +251,15 @@ internal sealed partial class IoUringConnection
 
     private void TryFinishClose()
     {
-        if (!_closeRequested || _closed || _recvArmed || _sendsInFlight > 0)
+        if (!Is(RingState.CloseRequested) || Is(RingState.Closed) || Is(RingState.ReceiveArmed) || _sendsInFlight > 0)
         {
             return;
         }
 
         // Nothing of ours is in flight: no completion can name this fd or slot any more.
-        Debug.Assert(_inputDone, "the close is requested after the receive side ended");
-        Debug.Assert(!_sendActive && !_zcInFlight, "the close is requested after the send loop ended");
-        _closed = true;
+        Debug.Assert(Is(RingState.InputDone), $"the close is requested after the receive side ended ({_state})");
+        Debug.Assert(!Is(RingState.SendActive | RingState.ZeroCopyInFlight), $"the close is requested after the send loop ended ({_state})");
+        Set(RingState.Closed);
         Libc.Close(_fd);
         _ring.FreeSlot(_slot);
         _ring.ActiveConnections--;

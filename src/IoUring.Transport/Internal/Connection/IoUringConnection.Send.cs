@@ -24,8 +24,6 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
     private int _sendTotal;
     private int _sendDone;
     private int _zcResult;        // result of a zero-copy send whose notification is still due
-    private bool _sendActive;     // ring thread: a posted Send ran and its send has not completed
-    private bool _zcInFlight;     // ring thread: a zero-copy send's data may still be read by the kernel
 
     private void InitializeSend()
     {
@@ -126,8 +124,8 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
 
     private void StartSend()
     {
-        _sendActive = true;
-        if (_closed || (_shutdownRequested && _abortive))
+        Set(RingState.SendActive);
+        if (Is(RingState.Closed) || (Is(RingState.ShutdownIssued) && _abortive))
         {
             CompleteSend(-Errno.ECANCELED);
             return;
@@ -187,7 +185,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
 
         if (zeroCopy)
         {
-            _zcInFlight = true;
+            Set(RingState.ZeroCopyInFlight);
             _ring.ZeroCopySends++;
         }
         _sendsInFlight++;
@@ -207,7 +205,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
         }
 
         _sendsInFlight--;
-        _zcInFlight = false;
+        Clear(RingState.ZeroCopyInFlight);
         if (result < 0)
         {
             CompleteSend(result);
@@ -216,7 +214,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
 
         _sendDone += result;
         _ring.BytesSent += result;
-        if (_sendDone < _sendTotal && !_shutdownRequested)
+        if (_sendDone < _sendTotal && !Is(RingState.ShutdownIssued))
         {
             // A partial send (the socket buffer filled): skip what went out and continue (a send of
             // one segment starts again at _sendDone).
@@ -246,7 +244,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
 
     private void CompleteSend(int result)
     {
-        _sendActive = false;
+        Clear(RingState.SendActive);
         if (result >= 0)
         {
             // A successful send continues the send loop right here on the ring thread: it advances
@@ -279,12 +277,12 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
     /// <summary>The ring died: complete the send it had, if any (ring thread, in its last moments).</summary>
     private void FailPendingSend(Exception error)
     {
-        if (!_sendActive)
+        if (!Is(RingState.SendActive))
         {
             return;
         }
 
-        if (_zcInFlight)
+        if (Is(RingState.ZeroCopyInFlight))
         {
             // The kernel may read these blocks until the ring's teardown drops the socket's queued
             // data; reused for another connection's output, they would carry its bytes here.
@@ -303,7 +301,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
             }
         }
 
-        _sendActive = false;
+        Clear(RingState.SendActive);
         _sendsInFlight = 0;
         _sendCore.RunContinuationsAsynchronously = true; // the failure path runs shutdown and logging code
         _sendCore.SetException(error);

@@ -177,7 +177,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
                 ShutdownOnRing();
                 break;
             case ConnectionWork.Close:
-                _closeRequested = true;
+                Set(RingState.CloseRequested);
                 TryFinishClose();
                 break;
             case ConnectionWork.ResumeReceive:

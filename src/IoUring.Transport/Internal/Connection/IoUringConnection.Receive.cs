@@ -12,23 +12,21 @@ namespace IoUring.Transport.Internal;
 internal sealed unsafe partial class IoUringConnection
 {
     // Ring-thread state of the receive side.
-    private bool _recvArmed;            // a multishot receive is in the kernel (until a CQE without F_MORE)
-    private bool _inputDone;            // Transport.Input's writer is completed; nothing more is received
     private int _receivePaused;         // 1 while MaxReadBufferSize is reached; set by the ring thread, read by the reader
     private int _resumePosted;          // 1 while a ResumeReceive is posted (any thread)
 
-    private bool CanReceive => !_inputDone && Volatile.Read(ref _receivePaused) == 0 && !_shutdownRequested;
+    private bool CanReceive => !Is(RingState.InputDone) && Volatile.Read(ref _receivePaused) == 0 && !Is(RingState.ShutdownIssued);
 
     private void ArmReceive()
     {
         Sqe* sqe = _ring.GetSqe(OpKind.Recv, _slot);
         sqe->PrepRecvMultishotSelect(_fd, _ring.Buffers.GroupId, bundle: false);
-        _recvArmed = true;
+        Set(RingState.ReceiveArmed);
     }
 
     private void CancelReceive()
     {
-        if (_recvArmed)
+        if (Is(RingState.ReceiveArmed))
         {
             Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
             sqe->PrepCancel64(_slot.Tag(OpKind.Recv));
@@ -38,7 +36,7 @@ internal sealed unsafe partial class IoUringConnection
     /// <summary>The ring has buffers again after this connection's receive ended with ENOBUFS; returns whether it re-armed.</summary>
     public bool RearmReceiveAfterBufferShortage()
     {
-        if (!_recvArmed && CanReceive && !_closed)
+        if (!Is(RingState.ReceiveArmed) && CanReceive && !Is(RingState.Closed))
         {
             ArmReceive();
             return true;
@@ -51,7 +49,7 @@ internal sealed unsafe partial class IoUringConnection
     {
         if (!cqe.HasMore)
         {
-            _recvArmed = false;
+            Clear(RingState.ReceiveArmed);
         }
 
         int result = cqe.Res;
@@ -65,7 +63,7 @@ internal sealed unsafe partial class IoUringConnection
             _ring.BytesReceived += result;
             Deliver(cqe.BufferId, result);
             _ring.DataDelivered();
-            if (!_inputDone && _maxReadBufferSize > 0 && _reader.Length >= _maxReadBufferSize)
+            if (!Is(RingState.InputDone) && _maxReadBufferSize > 0 && _reader.Length >= _maxReadBufferSize)
             {
                 PauseReceive();
             }
@@ -78,7 +76,7 @@ internal sealed unsafe partial class IoUringConnection
             }
 
             // End of stream: the peer sent FIN, or our own shutdown ended the receive.
-            EndReceive(_shutdownRequested ? _shutdownReason : null);
+            EndReceive(Is(RingState.ShutdownIssued) ? _shutdownReason : null);
             return;
         }
         else if (result == -Errno.ENOBUFS)
@@ -103,9 +101,9 @@ internal sealed unsafe partial class IoUringConnection
         // after the application finished reading, or to shut down). Any of them may be the
         // multishot's last CQE (no F_MORE), also for reasons of the kernel's own, e.g. an ENOBUFS
         // already in the completion queue when our shutdown ran, so its cancel found nothing.
-        if (!_recvArmed)
+        if (!Is(RingState.ReceiveArmed))
         {
-            if (_shutdownRequested)
+            if (Is(RingState.ShutdownIssued))
             {
                 // Nothing more will come: the shutdown already decided how the input ends.
                 EndReceive(_shutdownReason);
@@ -124,7 +122,7 @@ internal sealed unsafe partial class IoUringConnection
     /// </summary>
     private void Deliver(ushort bufferId, int length)
     {
-        if (_inputDone)
+        if (Is(RingState.InputDone))
         {
             _ring.Buffers.ReturnOnRing(bufferId);
             return;
@@ -194,7 +192,7 @@ internal sealed unsafe partial class IoUringConnection
 
         Interlocked.Exchange(ref _receivePaused, 0);
         IoUringTransportLog.ReceiveResumed(_logger, ConnectionId);
-        if (!_recvArmed && CanReceive && !_closed)
+        if (!Is(RingState.ReceiveArmed) && CanReceive && !Is(RingState.Closed))
         {
             ArmReceive();
         }
@@ -209,7 +207,7 @@ internal sealed unsafe partial class IoUringConnection
     /// <summary>The application completed Transport.Input: receive nothing more.</summary>
     private void StopReceiving()
     {
-        if (_closed)
+        if (Is(RingState.Closed))
         {
             return;
         }
@@ -220,17 +218,17 @@ internal sealed unsafe partial class IoUringConnection
 
     private void EndReceive(Exception? error)
     {
-        if (_inputDone)
+        if (Is(RingState.InputDone))
         {
             return;
         }
 
-        _inputDone = true;
+        Set(RingState.InputDone);
         if (error is ConnectionResetException)
         {
             IoUringTransportLog.ConnectionReset(_logger, ConnectionId);
         }
-        else if (error is null && !_shutdownRequested)
+        else if (error is null && !Is(RingState.ShutdownIssued))
         {
             IoUringTransportLog.ConnectionReadFin(_logger, ConnectionId);
         }
