@@ -75,6 +75,7 @@ struct io_uring_cqe {
 };
 
 #define IORING_OP_NOP 0
+#define IORING_OP_TIMEOUT 11
 
 /*
  * The loop probe (loop_probe.bpf.c). Each region is asked for with this size, a constant as the
@@ -85,19 +86,22 @@ struct io_uring_cqe {
 #define LOOP_PROBE_REGION_SIZE 4096
 
 /* loop_probe_shared.state */
-#define LOOP_PROBE_SUBMIT 0  /* next pass writes and submits the NOP */
-#define LOOP_PROBE_WAITING 1 /* the NOP is submitted; waiting for its CQE */
+#define LOOP_PROBE_SUBMIT 0  /* next pass writes and submits the SQE */
+#define LOOP_PROBE_WAITING 1 /* the SQE is submitted; waiting for its CQE */
 #define LOOP_PROBE_DONE 2    /* its CQE was seen; every later pass stops at once */
 
 /*
  * The probe's state, at the start of the ring's registered memory region (IOU_REGION_MEM),
  * which user space reads and writes directly. Writers:
- *   sq_tail .. user_data  user space, before the first io_uring_enter: where the ring's fields
+ *   sq_tail .. opcode     user space, before the first io_uring_enter: where the ring's fields
  *                         are in the IOU_REGION_CQ region (io_uring_params sq_off/cq_off), the
- *                         ring masks, and the user_data the NOP carries;
- *   passes .. res         the program, during io_uring_enter: loop_step calls, its state, what
- *                         bpf_io_uring_submit_sqes returned, the cq_wait_idx it asked for, and
- *                         the NOP's CQE res.
+ *                         ring masks, and the one SQE to submit (opcode, addr, len, user_data:
+ *                         IORING_OP_NOP with all 0 completes at once; IORING_OP_TIMEOUT with
+ *                         addr = a struct __kernel_timespec in user memory completes later);
+ *   passes .. cq_after    the program, during io_uring_enter: loop_step calls, its state, what
+ *                         bpf_io_uring_submit_sqes returned, the cq_wait_idx it asked for, the
+ *                         CQE's res, and the CQ tail right after the submit (whether the CQE
+ *                         was posted inline, so that the kernel had nothing to wait for).
  */
 struct loop_probe_shared {
 	__u32 sq_tail;
@@ -105,14 +109,17 @@ struct loop_probe_shared {
 	__u32 cq_tail;
 	__u32 cq_mask;
 	__u32 cqes;
-	__u32 reserved0;
+	__u32 len;
 	__u64 user_data;
+	__u64 addr;
+	__u32 opcode;
+	__u32 reserved0;
 	__u32 passes;
 	__u32 state;
 	__s32 submitted;
 	__u32 wait_idx;
 	__s32 res;
-	__u32 reserved1;
+	__u32 cq_after;
 };
 
 #endif

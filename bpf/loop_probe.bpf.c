@@ -2,10 +2,11 @@
 /*
  * io_uring BPF loop probe: the smallest struct io_uring_bpf_ops program that shows the three
  * things a real event loop needs work, on a ring it is attached to (Linux 7.1+):
- *   region access  it writes a NOP SQE into the SQE array and moves the SQ tail (IOU_REGION_SQ,
- *                  IOU_REGION_CQ), and keeps its state in the ring's registered memory region;
+ *   region access  it writes one SQE (a NOP, or what user space described in the shared state)
+ *                  into the SQE array and moves the SQ tail (IOU_REGION_SQ, IOU_REGION_CQ), and
+ *                  keeps its state in the ring's registered memory region;
  *   submission     bpf_io_uring_submit_sqes submits that SQE;
- *   waiting        it sets cq_wait_idx to the CQ index the NOP's CQE will take and returns
+ *   waiting        it sets cq_wait_idx to the CQ index the SQE's CQE will take and returns
  *                  CONTINUE, so the kernel sleeps (or not, if it is already there) until the CQ
  *                  tail reaches it, then calls it again; it then reads the CQE and returns STOP.
  * It leaves the CQE in the CQ for user space (the CQ head is user space's).
@@ -66,13 +67,16 @@ int loop_probe_step(__u64 *args)
 
 		struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sqes + at);
 		__builtin_memset(sqe, 0, sizeof(*sqe));
-		sqe->opcode = IORING_OP_NOP;
+		sqe->opcode = (__u8)shared->opcode;
+		sqe->addr = shared->addr;
+		sqe->len = shared->len;
 		sqe->user_data = shared->user_data;
 		/* The SQE before the tail: io_submit_sqes reads the tail, then the entries before it,
 		 * on this same task, so program order is all the ordering needed. */
 		*(volatile __u32 *)(rings + sq_tail) = tail + 1;
 
 		shared->submitted = bpf_io_uring_submit_sqes(ring, 1);
+		shared->cq_after = *(volatile __u32 *)(rings + cq_tail);
 		shared->wait_idx = cq_now + 1;
 		shared->state = LOOP_PROBE_WAITING;
 		lp->cq_wait_idx = cq_now + 1;
@@ -87,7 +91,7 @@ int loop_probe_step(__u64 *args)
 			return IOU_LOOP_CONTINUE;
 		}
 
-		/* The CQE at index target - 1 is the NOP's: no one else submits while we wait. */
+		/* The CQE at index target - 1 is the SQE's: no one else submits while we wait. */
 		__u64 at = cqes + (__u64)((target - 1) & shared->cq_mask) * sizeof(struct io_uring_cqe);
 		if (!FITS(at, sizeof(struct io_uring_cqe)))
 			return IOU_LOOP_STOP;

@@ -38,6 +38,11 @@ public unsafe class BpfLoopTests
         // finds it there), calls it again; pass 2 sees the CQE and returns STOP. A signal that
         // interrupts the wait (EINTR) does not add a pass: the next enter goes on with pass 2.
         Assert.Equal(2u, shared->Passes);
+        // Whether the NOP's CQE was already posted when the submit kfunc returned (so the kernel
+        // found the CQ tail at cq_wait_idx and did not sleep) is the kernel's business; either is
+        // a correct run.
+        Assert.InRange(shared->CqAfter, 0u, 1u);
+        TestContext.Current.TestOutputHelper?.WriteLine($"CQ tail right after bpf_io_uring_submit_sqes: {shared->CqAfter}");
 
         // The CQE is left in the CQ for user space: the CQ head is user space's.
         Assert.True(fixture.Ring.TryPeekCqe(out Cqe cqe), "the NOP's CQE is not in the CQ");
@@ -49,6 +54,36 @@ public unsafe class BpfLoopTests
         fixture.EnterOnce();
         Assert.Equal(3u, shared->Passes);
         Assert.Equal(0u, fixture.Ring.CqReady);
+    }
+
+    [Fact]
+    public void AnSqeThatCompletesLaterMakesTheKernelSleepUntilTheCqTailReachesCqWaitIdx()
+    {
+        RequireLoop();
+        using var fixture = new LoopRing();
+        // A 1 ms IORING_OP_TIMEOUT instead of the NOP: its CQE comes from the timer, after the
+        // submit has returned, so the kernel must sleep in io_loop_wait until it is posted. The
+        // timespec sits in the registered page, which is this process's memory (the kernel copies
+        // it from the submitting task, io_timeout_prep).
+        KernelTimespec* ts = (KernelTimespec*)((byte*)fixture.Shared + 2048);
+        *ts = KernelTimespec.FromTimeSpan(TimeSpan.FromMilliseconds(1));
+        fixture.Shared->Opcode = IoUringConstants.Op.Timeout;
+        fixture.Shared->Addr = (ulong)ts;
+        fixture.Shared->Len = 1;
+        using IoUringBpfLoopAttachment loop = fixture.Attach();
+
+        fixture.EnterOnce();
+
+        LoopProbeShared* shared = fixture.Shared;
+        Assert.Equal(Done, shared->State);
+        Assert.Equal(1, shared->Submitted);
+        Assert.Equal(0u, shared->CqAfter);        // not completed inline: there was something to wait for
+        Assert.Equal(1u, shared->WaitIdx);
+        Assert.Equal(-Errno.ETIME, shared->Res);  // a timeout with no count completes when it expires
+        Assert.True(shared->Passes >= 2, $"{shared->Passes} passes"); // more if woken early (a hint, io_uring/loop.h)
+        TestContext.Current.TestOutputHelper?.WriteLine($"loop_step passes for a 1 ms timeout: {shared->Passes}");
+        Assert.True(fixture.Ring.TryPeekCqe(out Cqe cqe), "the timeout's CQE is not in the CQ");
+        Assert.Equal((NopUserData, -Errno.ETIME), (cqe.UserData, cqe.Res));
     }
 
     [Fact]
@@ -92,6 +127,27 @@ public unsafe class BpfLoopTests
         Assert.True(fixture.Ring.TryPeekCqe(out Cqe cqe));
         Assert.Equal((NopUserData + 1, 0), (cqe.UserData, cqe.Res));
         Assert.Equal(0u, fixture.Shared->Passes);
+    }
+
+    [Fact]
+    public void ClosingTheRingBeforeTheAttachmentLeavesNothingBehind()
+    {
+        RequireLoop();
+        var fixture = new LoopRing();
+        IoUringBpfLoopAttachment loop = fixture.Attach();
+        fixture.EnterOnce();
+
+        // The link holds no reference to the ring: closing it frees the ring (in the kernel's exit
+        // work, io_unregister_bpf_ops ejecting the ops), and the link outlives it, detached or
+        // about to be.
+        fixture.Dispose();
+        Assert.True(BpfSyscall.LinkExists(loop.LinkId));
+
+        // Whichever runs first, the ring's teardown or the link's unreg (bpf_io_unreg, which finds
+        // the ops already ejected or ejects them itself), both serialise on io_bpf_ctrl_mutex.
+        loop.Dispose();
+        Assert.False(BpfSyscall.LinkExists(loop.LinkId), $"link {loop.LinkId} still exists");
+        Assert.False(BpfSyscall.MapExists(loop.MapId), $"map {loop.MapId} still exists");
     }
 
     [Fact]
@@ -150,14 +206,17 @@ public unsafe class BpfLoopTests
         public uint CqTail;
         public uint CqMask;
         public uint Cqes;
-        public uint Reserved0;
+        public uint Len;
         public ulong UserData;
+        public ulong Addr;
+        public uint Opcode;
+        public uint Reserved0;
         public uint Passes;
         public uint State;
         public int Submitted;
         public uint WaitIdx;
         public int Res;
-        public uint Reserved1;
+        public uint CqAfter;
     }
 
     /// <summary>A small SINGLE_ISSUER | DEFER_TASKRUN ring with a one-page registered memory region holding the probe's state.</summary>
