@@ -102,6 +102,28 @@ public unsafe class BpfLoopTests
     }
 
     [Fact]
+    public void TheRingIsCheckedWhenTheLinkIsCreatedNotWhenTheMapIsUpdated()
+    {
+        RequireLoop();
+        BpfElfObject elf = BpfElfObject.Parse(File.ReadAllBytes(Path.Combine(BpfObjectTests.BpfDirectory, "loop_probe.bpf.o")));
+
+        // A descriptor that is no io_uring: the map update takes ring_fd as a number
+        // (bpf_io_init_member); bpf_io_reg, at BPF_LINK_CREATE, finds it is not a ring.
+        using (Microsoft.Win32.SafeHandles.SafeFileHandle file = File.OpenHandle("/dev/null"))
+        {
+            BpfException notARing = Assert.Throws<BpfException>(() => IoUringBpfLoop.Attach((int)file.DangerousGetHandle(), elf, Section));
+            Assert.Contains("BPF_LINK_CREATE", notARing.Message, StringComparison.Ordinal);
+            Assert.Equal(Errno.EOPNOTSUPP, notARing.Errno);
+        }
+
+        // A ring without IORING_SETUP_DEFER_TASKRUN: io_install_bpf refuses it.
+        using IoUring.Ring plain = IoUring.Ring.Create(new RingOptions { SqEntries = 8, SingleIssuerDeferTaskRun = false });
+        BpfException notDeferred = Assert.Throws<BpfException>(() => IoUringBpfLoop.Attach(plain.Fd, elf, Section));
+        Assert.Contains("BPF_LINK_CREATE", notDeferred.Message, StringComparison.Ordinal);
+        Assert.Equal(Errno.EOPNOTSUPP, notDeferred.Errno);
+    }
+
+    [Fact]
     public void DisposingTheAttachmentDetachesTheLoopAndEnterWorksAsBefore()
     {
         RequireLoop();
