@@ -8,9 +8,10 @@ namespace IoUring.Bpf;
 /// <summary>
 /// The parts of a clang-built BPF object (ELF64, little-endian, EM_BPF) that a loader needs: each
 /// program section's instructions, the map references in them (R_BPF_64_64 relocations against
-/// symbols of the "maps" section), the map definitions and the licence. Section and symbol layouts
-/// are from elf(5); this reads only what bpf/*.bpf.c produce (no BTF, no calls between functions,
-/// no global data), and refuses anything else rather than load it wrongly.
+/// symbols of the "maps" section), its calls of kernel functions (R_BPF_64_32 relocations of a call
+/// against an undefined symbol: a kfunc), the map definitions and the licence. Section and symbol
+/// layouts are from elf(5); this reads only what bpf/*.bpf.c produce (no BTF, no calls between
+/// functions, no global data), and refuses anything else rather than load it wrongly.
 /// </summary>
 internal sealed class BpfElfObject
 {
@@ -19,8 +20,13 @@ internal sealed class BpfElfObject
     private const uint SectionRel = 9;      // SHT_REL
     private const uint SectionSymtab = 2;   // SHT_SYMTAB
     private const uint RelocationBpf6464 = 1; // R_BPF_64_64: a 64-bit immediate load (ld_imm64) of a symbol's address
+    private const uint RelocationBpf6432 = 10; // R_BPF_64_32: a call's 32-bit immediate (llvm's BPF backend, ELFRelocs/BPF.def)
     private const byte OpLoadImm64 = 0x18;  // BPF_LD | BPF_IMM | BPF_DW
+    private const byte OpCall = 0x85;       // BPF_JMP | BPF_CALL
     private const byte PseudoMapFd = 1;     // BPF_PSEUDO_MAP_FD: the immediate is a map descriptor
+    private const byte PseudoCall = 1;      // BPF_PSEUDO_CALL: what clang emits for a call of a named function (imm -1 until relocated)
+    private const byte PseudoKfuncCall = 2; // BPF_PSEUDO_KFUNC_CALL: imm is a kernel function's BTF id, off the BTF's fd_array index (0: vmlinux)
+    private const ushort SectionUndefined = 0; // SHN_UNDEF: a symbol defined elsewhere (here: in the kernel)
     private const ulong FlagExecInstr = 0x4; // SHF_EXECINSTR: the section holds instructions
     private const int SectionHeaderSize = 64; // sizeof(Elf64_Shdr)
     private const int SymbolSize = 24;        // sizeof(Elf64_Sym)
@@ -127,13 +133,20 @@ internal sealed class BpfElfObject
 
             ReadOnlySpan<byte> relocations = Data(elf, sections[i]);
             var references = new List<BpfMapReference>();
+            var kfuncs = new List<BpfKfuncReference>();
             for (int r = 0; r + RelocationSize <= relocations.Length; r += RelocationSize)
             {
                 ulong offset = U64(relocations, r);
                 ulong info = U64(relocations, r + 8);
+                if ((uint)info == RelocationBpf6432)
+                {
+                    kfuncs.Add(KfuncCall(elf, sections[target], names[target], offset, info >> 32, symbols, symbolNames, symbolCount));
+                    continue;
+                }
+
                 if ((uint)info != RelocationBpf6464)
                 {
-                    throw new FormatException($"Relocation type {(uint)info} in {names[target]} is not supported (only map references).");
+                    throw new FormatException($"Relocation type {(uint)info} in {names[target]} is not supported (only map references and kernel function calls).");
                 }
 
                 // The relocated instruction is an ld_imm64: two 8-byte slots, both inside the section.
@@ -157,7 +170,7 @@ internal sealed class BpfElfObject
                 references.Add(new BpfMapReference((int)(offset / 8), CString(symbolNames, U32(symbol, 0))));
             }
 
-            result._programs[names[target]] = new BpfElfProgram(names[target], Data(elf, sections[target]).ToArray(), references);
+            result._programs[names[target]] = new BpfElfProgram(names[target], Data(elf, sections[target]).ToArray(), references, kfuncs);
         }
 
         for (int i = 0; i < sectionCount; i++)
@@ -165,7 +178,7 @@ internal sealed class BpfElfObject
             // A program without map references has no relocation section.
             if (sections[i].Type == SectionProgbits && (sections[i].Flags & FlagExecInstr) != 0 && sections[i].Size > 0 && !names[i].StartsWith('.') && i != licenseIndex && i != mapsIndex && !result._programs.ContainsKey(names[i]))
             {
-                result._programs[names[i]] = new BpfElfProgram(names[i], Data(elf, sections[i]).ToArray(), []);
+                result._programs[names[i]] = new BpfElfProgram(names[i], Data(elf, sections[i]).ToArray(), [], []);
             }
         }
 
@@ -176,9 +189,30 @@ internal sealed class BpfElfObject
     /// The program's instructions with each map reference turned into a map-descriptor load
     /// (src_reg = BPF_PSEUDO_MAP_FD, imm = descriptor), the form BPF_PROG_LOAD accepts.
     /// </summary>
-    public static byte[] Relocate(BpfElfProgram program, Func<string, int> mapFd)
+    public static byte[] Relocate(BpfElfProgram program, Func<string, int> mapFd) => Relocate(program, mapFd, kfuncBtfId: null);
+
+    /// <summary>
+    /// Like <see cref="Relocate(BpfElfProgram, Func{string, int})"/>, and each kernel function call
+    /// turned into a kfunc call (src_reg = BPF_PSEUDO_KFUNC_CALL, imm = the function's id in the
+    /// kernel's BTF, off = 0 for vmlinux rather than a module's BTF): how the verifier finds the
+    /// function (kernel/bpf/verifier.c, add_kfunc_call and fetch_kfunc_meta).
+    /// </summary>
+    public static byte[] Relocate(BpfElfProgram program, Func<string, int> mapFd, Func<string, int>? kfuncBtfId)
     {
         byte[] instructions = (byte[])program.Instructions.Clone();
+        if (program.KfuncReferences.Count > 0 && kfuncBtfId is null)
+        {
+            throw new FormatException($"{program.Section} calls kernel functions ({program.KfuncReferences[0].Name}), which this loader does not resolve for its program type.");
+        }
+
+        foreach (BpfKfuncReference call in program.KfuncReferences)
+        {
+            int at = call.InstructionIndex * 8;
+            instructions[at + 1] = (byte)(PseudoKfuncCall << 4); // dst_reg 0
+            BinaryPrimitives.WriteInt16LittleEndian(instructions.AsSpan(at + 2), 0);
+            BinaryPrimitives.WriteInt32LittleEndian(instructions.AsSpan(at + 4), kfuncBtfId!(call.Name));
+        }
+
         foreach (BpfMapReference reference in program.MapReferences)
         {
             int at = reference.InstructionIndex * 8;
@@ -194,6 +228,38 @@ internal sealed class BpfElfObject
         }
 
         return instructions;
+    }
+
+    // A call relocated against an undefined symbol: `extern` function declarations in the source,
+    // which a BPF object can only mean as kernel functions (libbpf marks them __ksym; without BTF
+    // the undefined symbol is all there is). A call of a function defined in the object (a BPF
+    // subprogram) is refused: this loader has no function-by-function layout.
+    private static BpfKfuncReference KfuncCall(ReadOnlySpan<byte> elf, Section target, string targetName, ulong offset, ulong symbolIndex, ReadOnlySpan<byte> symbols, ReadOnlySpan<byte> symbolNames, int symbolCount)
+    {
+        if (offset % 8 != 0 || offset > target.Size || target.Size - offset < 8)
+        {
+            throw new FormatException($"A call relocation in {targetName} at offset {offset} is not a whole instruction inside the section.");
+        }
+
+        if (symbolIndex >= (ulong)symbolCount)
+        {
+            throw new FormatException($"A relocation in {targetName} names symbol {symbolIndex}, past the {symbolCount} symbols.");
+        }
+
+        ReadOnlySpan<byte> instruction = Slice(Data(elf, target), offset, 8);
+        if (instruction[0] != OpCall || (instruction[1] >> 4) != PseudoCall)
+        {
+            throw new FormatException($"A 32-bit relocation in {targetName} at offset {offset} is not a call (only kernel function calls are supported).");
+        }
+
+        ReadOnlySpan<byte> symbol = symbols.Slice((int)symbolIndex * SymbolSize, SymbolSize);
+        string name = CString(symbolNames, U32(symbol, 0));
+        if (U16(symbol, 6) != SectionUndefined)
+        {
+            throw new FormatException($"{targetName} calls {name}, a function of the object itself (calls between BPF functions are not supported).");
+        }
+
+        return new BpfKfuncReference((int)(offset / 8), name);
     }
 
     private static ReadOnlySpan<byte> Data(ReadOnlySpan<byte> elf, Section section) => Slice(elf, section.Offset, section.Size);
@@ -219,8 +285,11 @@ internal sealed class BpfElfObject
     private readonly record struct Section(uint NameOffset, uint Type, ulong Flags, ulong Offset, ulong Size, uint Link, uint Info);
 }
 
-/// <summary>One program section: its raw instructions (8 bytes each) and the map references to patch.</summary>
-internal sealed record BpfElfProgram(string Section, byte[] Instructions, IReadOnlyList<BpfMapReference> MapReferences);
+/// <summary>One program section: its raw instructions (8 bytes each), the map references and the kernel function calls to patch.</summary>
+internal sealed record BpfElfProgram(string Section, byte[] Instructions, IReadOnlyList<BpfMapReference> MapReferences, IReadOnlyList<BpfKfuncReference> KfuncReferences);
+
+/// <summary>Instruction <see cref="InstructionIndex"/> calls the kernel function <see cref="Name"/> (a kfunc).</summary>
+internal readonly record struct BpfKfuncReference(int InstructionIndex, string Name);
 
 /// <summary>Instruction <see cref="InstructionIndex"/> loads the address of map <see cref="MapName"/>.</summary>
 internal readonly record struct BpfMapReference(int InstructionIndex, string MapName);

@@ -3,7 +3,7 @@ using System.Runtime.InteropServices;
 
 namespace IoUring.Bpf;
 
-/// <summary>A bpf(2) command failed; <see cref="Errno"/> says why (EPERM: the process lacks CAP_BPF or CAP_NET_ADMIN).</summary>
+/// <summary>A bpf(2) command failed, or the kernel lacks what a program needs; <see cref="Errno"/> says why (EPERM: the process lacks CAP_BPF or CAP_NET_ADMIN).</summary>
 internal sealed class BpfException : Exception
 {
     public BpfException(string operation, int errno, string? verifierLog = null)
@@ -11,6 +11,15 @@ internal sealed class BpfException : Exception
     {
         Errno = errno;
         VerifierLog = verifierLog;
+    }
+
+    /// <summary>The kernel lacks what a program needs (a type or function in its BTF), found before any bpf() call; <see cref="Errno"/> is EOPNOTSUPP.</summary>
+    public static BpfException Unsupported(string message) => new(Interop.Errno.EOPNOTSUPP, message);
+
+    private BpfException(int errno, string message)
+        : base(message)
+    {
+        Errno = errno;
     }
 
     /// <summary>The positive errno value.</summary>

@@ -15,6 +15,7 @@ internal static class BpfPrivileges
 {
     private const int CapNetAdmin = 12; // linux/capability.h
     private const int CapSysAdmin = 21;
+    private const int CapPerfmon = 38;
     private const int CapBpf = 39;
 
     /// <summary>The capabilities missing from this process's effective set, named; null when none is.</summary>
@@ -31,6 +32,35 @@ internal static class BpfPrivileges
         if (!Has(CapNetAdmin))
         {
             missing.Add("CAP_NET_ADMIN");
+        }
+
+        return missing.Count == 0 ? null : string.Join(" and ", missing);
+    }
+
+    /// <summary>
+    /// The capabilities missing for a struct_ops program such as an io_uring BPF loop: CAP_BPF
+    /// (struct_ops maps, kfunc calls) and CAP_PERFMON (BPF_PROG_TYPE_STRUCT_OPS is one of the
+    /// tracing-like types bpf_prog_load asks it for, kernel/bpf/syscall.c is_perfmon_prog_type);
+    /// CAP_SYS_ADMIN implies both. Null when none is missing.
+    /// </summary>
+    public static string? MissingForStructOps()
+    {
+        ulong effective = EffectiveCapabilities();
+        bool Has(int cap) => (effective & (1UL << cap)) != 0;
+        if (Has(CapSysAdmin))
+        {
+            return null;
+        }
+
+        var missing = new List<string>();
+        if (!Has(CapBpf))
+        {
+            missing.Add("CAP_BPF");
+        }
+
+        if (!Has(CapPerfmon))
+        {
+            missing.Add("CAP_PERFMON");
         }
 
         return missing.Count == 0 ? null : string.Join(" and ", missing);

@@ -17,7 +17,12 @@ internal static class BtfTypes
     public const string VmlinuxPath = "/sys/kernel/btf/vmlinux";
 
     public const int KindStruct = 4;
+    public const int KindPointer = 2;
+    public const int KindTypedef = 8;
+    public const int KindVolatile = 9;
+    public const int KindConst = 10;
     public const int KindFunc = 12;
+    public const int KindFuncProto = 13;
 
     private const ushort Magic = 0xEB9F;
 
@@ -89,7 +94,7 @@ internal static class BtfTypes
     }
 
     // The data after each 12-byte record, per BTF_KIND_* (linux/btf.h).
-    private static int TrailingBytes(int kind, int vlen) => kind switch
+    internal static int TrailingBytes(int kind, int vlen) => kind switch
     {
         1 => 4,                 // INT: encoding
         3 => 12,                // ARRAY: struct btf_array

@@ -182,6 +182,7 @@ internal static class IoUringConstants
         public const uint UnregisterPbufRing = 23;
         public const uint RegisterPbufStatus = 26;
         public const uint RegisterNapi = 27;
+        public const uint RegisterMemRegion = 34; // IORING_REGISTER_MEM_REGION (6.13)
         public const uint UseRegisteredRing = 1u << 31;
     }
 
@@ -191,6 +192,9 @@ internal static class IoUringConstants
         public const ushort Mmap = 1;
         public const ushort Incremental = 2;
     }
+
+    /// <summary>IORING_MEM_REGION_TYPE_USER (<c>io_uring_region_desc.flags</c>): the region is the caller's memory at user_addr, pinned by the kernel.</summary>
+    public const uint MemRegionTypeUser = 1;
 
     /// <summary><c>io_uring_probe_op.flags</c>.</summary>
     public const ushort OpSupported = 1;

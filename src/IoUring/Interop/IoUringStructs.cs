@@ -52,6 +52,37 @@ internal unsafe struct IoUringParams
     public CqRingOffsets CqOff;
 }
 
+/// <summary>
+/// struct io_uring_region_desc (64 bytes), read by IORING_REGISTER_MEM_REGION (io_uring/memmap.c,
+/// io_create_region): user_addr and size page-aligned with IORING_MEM_REGION_TYPE_USER; id,
+/// mmap_offset and the reserved words must be 0 (the kernel writes mmap_offset back for a region
+/// it allocates itself, which this binding does not ask for).
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct RegionDesc
+{
+    public ulong UserAddr;
+    public ulong Size;
+    public uint Flags;
+    public uint Id;
+    public ulong MmapOffset;
+    public fixed ulong Resv[4];
+}
+
+/// <summary>
+/// struct io_uring_mem_region_reg (32 bytes), the argument of IORING_REGISTER_MEM_REGION
+/// (io_uring/register.c, io_register_mem_region): the address of a <see cref="RegionDesc"/>;
+/// flags 0 (IORING_MEM_REGION_REG_WAIT_ARG would make it the wait-argument region, allowed only on
+/// a disabled ring); reserved words 0.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct MemRegionReg
+{
+    public ulong RegionUptr;
+    public ulong Flags;
+    public fixed ulong Resv[2];
+}
+
 /// <summary>struct io_uring_cqe (16 bytes; CQE32 is not used). Written by the kernel only.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct Cqe

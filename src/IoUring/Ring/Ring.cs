@@ -60,6 +60,9 @@ internal sealed unsafe class Ring : IDisposable
         Features = p.Features;
         SqEntries = p.SqEntries;
         CqEntries = p.CqEntries;
+        SqTailOffset = p.SqOff.Tail;
+        CqTailOffset = p.CqOff.Tail;
+        CqesOffset = p.CqOff.Cqes;
 
         _sqRingSize = p.SqOff.Array + p.SqEntries * sizeof(uint);
         _cqRingSize = p.CqOff.Cqes + p.CqEntries * (uint)sizeof(Cqe);
@@ -127,6 +130,26 @@ internal sealed unsafe class Ring : IDisposable
     public uint SqEntries { get; }
 
     public uint CqEntries { get; }
+
+    /// <summary>SQ ring mask (SqEntries - 1), as the kernel wrote it in the ring mapping.</summary>
+    public uint SqMask => _sqMask;
+
+    /// <summary>CQ ring mask, as the kernel wrote it in the ring mapping.</summary>
+    public uint CqMask => _cqMask;
+
+    /// <summary>
+    /// Where the SQ tail, the CQ tail and the CQEs are in the ring mapping (io_uring_params sq_off
+    /// and cq_off): offsets from the start of the SQ/CQ header memory, which is also what an
+    /// io_uring BPF loop program reaches as region IOU_REGION_CQ (io_uring/bpf-ops.c: ring_region,
+    /// the memory IORING_OFF_SQ_RING maps).
+    /// </summary>
+    public uint SqTailOffset { get; }
+
+    /// <inheritdoc cref="SqTailOffset"/>
+    public uint CqTailOffset { get; }
+
+    /// <inheritdoc cref="SqTailOffset"/>
+    public uint CqesOffset { get; }
 
     /// <summary>Whether completions need this thread to enter with GETEVENTS (IORING_SETUP_DEFER_TASKRUN).</summary>
     public bool DeferTaskRun => (SetupFlags & Setup.DeferTaskRun) != 0;
@@ -380,6 +403,40 @@ internal sealed unsafe class Ring : IDisposable
     /// <summary>Enables a ring created with <see cref="RingOptions.StartDisabled"/>; the calling thread becomes its single issuer.</summary>
     public void EnableRings()
         => ThrowOnError(IoUringSyscalls.Register(Fd, IoUringConstants.Register.EnableRings, null, 0), "IORING_REGISTER_ENABLE_RINGS");
+
+    /// <summary>
+    /// Registers <paramref name="size"/> bytes at <paramref name="address"/> as the ring's memory
+    /// region (IORING_REGISTER_MEM_REGION, 6.13, with IORING_MEM_REGION_TYPE_USER): the kernel pins
+    /// the pages and maps them for itself, so an io_uring BPF loop program reaches them as region
+    /// IOU_REGION_MEM while user space keeps using them as ordinary memory. Both must be
+    /// page-aligned; a ring has at most one region (EBUSY after), freed with the ring. The memory
+    /// must stay mapped for the ring's life.
+    /// </summary>
+    public void RegisterMemoryRegion(void* address, ulong size)
+    {
+        RegionDesc region = default;
+        region.UserAddr = (ulong)address;
+        region.Size = size;
+        region.Flags = IoUringConstants.MemRegionTypeUser;
+        MemRegionReg reg = default;
+        reg.RegionUptr = (ulong)&region;
+        ThrowOnError(IoUringSyscalls.Register(Fd, IoUringConstants.Register.RegisterMemRegion, &reg, 1), "IORING_REGISTER_MEM_REGION");
+    }
+
+    /// <summary>
+    /// Takes the SQ tail in shared memory as ours. Normally only this class writes the tail (from
+    /// <see cref="GetSqe"/>'s count, on each flush); an io_uring BPF loop program attached to the
+    /// ring may also queue SQEs and move the tail while it runs inside io_uring_enter. Call this
+    /// after such an enter, before the next <see cref="GetSqe"/>, or the next flush would move the
+    /// tail back over the program's entries.
+    /// </summary>
+    public void ResyncSqTail()
+    {
+        // No ordering to pair with: the kernel never writes the SQ tail, and the program wrote it on
+        // this thread inside the io_uring_enter that just returned. Volatile only keeps the
+        // compiler from reusing an earlier read.
+        _sqeTail = Volatile.Read(ref *_sqTail);
+    }
 
     /// <summary>io_uring_register(2) on this ring; returns the kernel's result (negated errno on failure).</summary>
     public int Register(uint opcode, void* arg, uint argCount) => IoUringSyscalls.Register(Fd, opcode, arg, argCount);

@@ -124,6 +124,35 @@ public class BpfObjectTests
     }
 
     [Fact]
+    public void TheElfReaderFindsTheLoopProbesKernelFunctionCallsAndRelocatesThemToKfuncCalls()
+    {
+        BpfElfObject elf = BpfElfObject.Parse(File.ReadAllBytes(Path.Combine(BpfDirectory, "loop_probe.bpf.o")));
+
+        Assert.Equal("Dual MIT/GPL", elf.License);
+        Assert.Empty(elf.Maps);
+        BpfElfProgram program = Assert.Single(elf.Programs).Value;
+        Assert.Equal("struct_ops.s/loop_step", program.Section);
+        Assert.Empty(program.MapReferences);
+        Assert.Equal(
+            [IoUringBpfLoop.RegionKfunc, IoUringBpfLoop.RegionKfunc, IoUringBpfLoop.RegionKfunc, IoUringBpfLoop.SubmitKfunc],
+            program.KfuncReferences.Select(k => k.Name));
+
+        byte[] relocated = BpfElfObject.Relocate(program, _ => throw new InvalidOperationException(), name => name == IoUringBpfLoop.SubmitKfunc ? 1001 : 1002);
+
+        foreach (BpfKfuncReference call in program.KfuncReferences)
+        {
+            ReadOnlySpan<byte> instruction = relocated.AsSpan(call.InstructionIndex * 8, 8);
+            Assert.Equal(0x85, instruction[0]);     // call
+            Assert.Equal(2, instruction[1] >> 4);   // src_reg = BPF_PSEUDO_KFUNC_CALL
+            Assert.Equal(0, BinaryPrimitives.ReadInt16LittleEndian(instruction[2..])); // off 0: vmlinux's BTF
+            Assert.Equal(call.Name == IoUringBpfLoop.SubmitKfunc ? 1001 : 1002, BinaryPrimitives.ReadInt32LittleEndian(instruction[4..]));
+        }
+
+        // Without a resolver for kernel functions (the sk_reuseport path), the program is refused.
+        Assert.Throws<FormatException>(() => BpfElfObject.Relocate(program, _ => 0));
+    }
+
+    [Fact]
     public void TheReaderRefusesWhatIsNotABpfObject()
     {
         Assert.Throws<FormatException>(() => BpfElfObject.Parse(new byte[100]));

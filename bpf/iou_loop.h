@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: MIT OR GPL-2.0-only */
+/*
+ * Definitions shared by the io_uring BPF loop programs (struct_ops programs of type
+ * struct io_uring_bpf_ops, Linux 7.1+) and their loader (src/IoUring/Bpf/IoUringBpfLoop.cs).
+ * Self-contained on purpose, like dispatch.h: no kernel or libbpf headers, so the object depends
+ * only on this folder and the pinned clang flags. The kernel types are declared as far as the
+ * programs use them; the verifier checks every access against the kernel's own BTF.
+ */
+#ifndef IOURING_IOU_LOOP_H
+#define IOURING_IOU_LOOP_H
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef int __s32;
+typedef unsigned int __u32;
+typedef unsigned long long __u64;
+
+#define SEC(name) __attribute__((section(name), used))
+
+/*
+ * The loop's context: opaque to the program, only passed back to the kfuncs. (Debian's 7.2 BTF
+ * names it struct iou_ctx; the verifier matches it by BTF id, not by this declaration.)
+ */
+struct iou_ctx;
+
+/* io_uring/loop.h: the loop reads cq_wait_idx after a CONTINUE and sleeps until the CQ tail
+ * reaches it (an absolute CQ index; a hint, it may wake earlier). The program may write it. */
+struct iou_loop_params {
+	__u32 cq_wait_idx;
+};
+
+/* io_uring/loop.h: what loop_step returns. */
+#define IOU_LOOP_CONTINUE 0
+#define IOU_LOOP_STOP 1
+
+/* io_uring/bpf-ops.h: the regions bpf_io_uring_get_region hands out. */
+#define IOU_REGION_MEM 0 /* the ring's registered memory region (IORING_REGISTER_MEM_REGION) */
+#define IOU_REGION_CQ 1  /* SQ and CQ headers, CQEs, SQ array: what IORING_OFF_SQ_RING maps */
+#define IOU_REGION_SQ 2  /* the SQE array: what IORING_OFF_SQES maps */
+
+/*
+ * kfuncs (io_uring/bpf-ops.c). A call to an undefined extern compiles to `call -1` with an
+ * R_BPF_64_32 relocation naming it; the loader turns it into a BPF_PSEUDO_KFUNC_CALL whose imm
+ * is the function's id in the kernel's BTF. No .ksyms section or BTF is needed for that.
+ *
+ * bpf_io_uring_submit_sqes is KF_SLEEPABLE: only a program loaded with BPF_F_SLEEPABLE (section
+ * struct_ops.s/...) may call it. It submits up to nr SQEs between the SQ head and tail, as
+ * io_uring_enter(2) would.
+ * bpf_io_uring_get_region is KF_RET_NULL: it returns NULL when the region is smaller than size.
+ * size is named rdwr_buf_size in the kernel, which makes the verifier demand a constant and
+ * give the returned pointer exactly that many readable and writable bytes.
+ */
+extern __s32 bpf_io_uring_submit_sqes(struct iou_ctx *ctx, __u32 nr);
+extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id, const unsigned long size);
+
+/* struct io_uring_sqe (linux/io_uring.h), 64 bytes; the fields a NOP needs. */
+struct io_uring_sqe {
+	__u8 opcode;
+	__u8 flags;
+	__u16 ioprio;
+	__s32 fd;
+	__u64 off;
+	__u64 addr;
+	__u32 len;
+	__u32 op_flags;
+	__u64 user_data;
+	__u64 tail[3];
+};
+
+/* struct io_uring_cqe (linux/io_uring.h), 16 bytes without CQE32. */
+struct io_uring_cqe {
+	__u64 user_data;
+	__s32 res;
+	__u32 flags;
+};
+
+#define IORING_OP_NOP 0
+#define IORING_OP_TIMEOUT 11
+
+/*
+ * The loop probe (loop_probe.bpf.c). Each region is asked for with this size, a constant as the
+ * verifier requires: one page, the smallest region the kernel allocates, so the probe runs on
+ * any ring whose SQEs and CQ fit one page (up to 64 SQEs; SQ/CQ headers, CQEs and SQ array
+ * within 4096 bytes).
+ */
+#define LOOP_PROBE_REGION_SIZE 4096
+
+/* loop_probe_shared.state */
+#define LOOP_PROBE_SUBMIT 0  /* next pass writes and submits the SQE */
+#define LOOP_PROBE_WAITING 1 /* the SQE is submitted; waiting for its CQE */
+#define LOOP_PROBE_DONE 2    /* its CQE was seen; every later pass stops at once */
+
+/*
+ * The probe's state, at the start of the ring's registered memory region (IOU_REGION_MEM),
+ * which user space reads and writes directly. Writers:
+ *   sq_tail .. opcode     user space, before the first io_uring_enter: where the ring's fields
+ *                         are in the IOU_REGION_CQ region (io_uring_params sq_off/cq_off), the
+ *                         ring masks, and the one SQE to submit (opcode, addr, len, user_data:
+ *                         IORING_OP_NOP with all 0 completes at once; IORING_OP_TIMEOUT with
+ *                         addr = a struct __kernel_timespec in user memory completes later);
+ *   passes .. cq_after    the program, during io_uring_enter: loop_step calls, its state, what
+ *                         bpf_io_uring_submit_sqes returned, the cq_wait_idx it asked for, the
+ *                         CQE's res, and the CQ tail right after the submit (whether the CQE
+ *                         was posted inline, so that the kernel had nothing to wait for).
+ */
+struct loop_probe_shared {
+	__u32 sq_tail;
+	__u32 sq_mask;
+	__u32 cq_tail;
+	__u32 cq_mask;
+	__u32 cqes;
+	__u32 len;
+	__u64 user_data;
+	__u64 addr;
+	__u32 opcode;
+	__u32 reserved0;
+	__u32 passes;
+	__u32 state;
+	__s32 submitted;
+	__u32 wait_idx;
+	__s32 res;
+	__u32 cq_after;
+};
+
+#endif
