@@ -124,17 +124,17 @@ public class RingLifetimeTests
                 acceptFailed.TrySetResult();
             }
         };
-        using IHost host = new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Warning))
-            .ConfigureWebHost(web => web
+        using IHost host = TestHost.Build(
+            web => web
                 .UseKestrel(k => k.ListenUnixSocket(path, ConnectionMiddlewareTests.Echo))
                 .UseIoUringTransport(o =>
                 {
                     o.FallbackToSockets = false;
                     o.RingCount = 1;
                 })
-                .Configure(_ => { }))
-            .Build();
+                .Configure(_ => { }),
+            logs,
+            LogLevel.Warning);
         await host.StartAsync(TestContext.Current.CancellationToken);
         IoUringServer.FactoryOf(host.Services).Group!.Rings[0].Post(new ThrowingWork(), 0);
 

@@ -64,9 +64,8 @@ public partial class SeccompFallbackTests
 
         var logs = new CapturingLoggerProvider();
         string? connectionType = null;
-        using IHost host = new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
-            .ConfigureWebHost(web => web
+        using IHost host = TestHost.Build(
+            web => web
                 .UseKestrel(k =>
                 {
                     k.Listen(IPAddress.Loopback, 0, listen => listen.Use(next => connection =>
@@ -77,8 +76,9 @@ public partial class SeccompFallbackTests
                     k.Listen(IPAddress.Loopback, 0); // two endpoints: still one warning
                 })
                 .UseIoUringTransport(o => o.FallbackToSockets = mode == "fallback")
-                .Configure(app => app.Run(context => context.Response.WriteAsync("ok"))))
-            .Build();
+                .Configure(app => app.Run(context => context.Response.WriteAsync("ok"))),
+            logs,
+            LogLevel.Debug);
         try
         {
             await host.StartAsync(CancellationToken.None);
