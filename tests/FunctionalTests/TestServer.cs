@@ -80,7 +80,7 @@ public sealed class TestServer : IAsyncDisposable
         var client = new HttpClient(handler ?? new SocketsHttpHandler(), disposeHandler: true)
         {
             BaseAddress = BaseAddress,
-            Timeout = TimeSpan.FromSeconds(60),
+            Timeout = TestWait.Default * 2,
         };
         if (version is not null)
         {

@@ -31,8 +31,6 @@ namespace IoUring.FunctionalTests;
 [Collection(IsolatedCollection.Name)]
 public class DispatchTests
 {
-    private static readonly TimeSpan s_settleTimeout = TestWait.Default;
-
     [Fact]
     public async Task LeastConnectionsKeepsRingsEvenAfterSkewedClosesWhereTheKernelHashDoesNot()
     {
@@ -165,7 +163,7 @@ public class DispatchTests
         // while a slot was empty would be), counted on the ring thread as the listener counts it.
         var counted = new CountAcceptedWork();
         server.Rings[0].Post(counted, 0);
-        await counted.Done.Task.WaitAsync(s_settleTimeout, TestContext.Current.CancellationToken);
+        await counted.Done.Task.DefaultTimeout();
         Assert.Equal((0L, 0L, 0L), server.Rings[0].Load!.Read());
 
         // Had accepted become 1, the next connection sent to ring 0 would not count as pending there.
@@ -465,7 +463,7 @@ public class DispatchTests
             try
             {
                 socket.Connect(IPAddress.Loopback, Port);
-                socket.ReceiveTimeout = (int)s_settleTimeout.TotalMilliseconds;
+                socket.ReceiveTimeout = (int)TestWait.Default.TotalMilliseconds;
                 byte[] ring = new byte[1];
                 Assert.Equal(1, socket.Receive(ring));
                 return (socket, ring[0]);
