@@ -1,5 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
@@ -39,9 +37,8 @@ public class BackpressureTests
             }
         }));
 
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 64 * 1024 };
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port, socket => socket.ReceiveBufferSize = 64 * 1024);
+        await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         await stalled.Task.DefaultTimeout();
         // While stalled, the server has handed out far less than the response: the write buffer
@@ -52,7 +49,7 @@ public class BackpressureTests
         long received = 0;
         var buffer = new byte[1 << 20];
         int n;
-        while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken)) > 0)
+        while ((n = await connection.ReceiveAsync(buffer)) > 0)
         {
             received += n;
         }

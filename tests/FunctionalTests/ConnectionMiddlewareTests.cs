@@ -1,5 +1,4 @@
 using System;
-using System.IO;
 using System.IO.Pipelines;
 using System.Linq;
 using System.Net;
@@ -54,19 +53,12 @@ public class ConnectionMiddlewareTests
     public async Task EchoWithHalfCloseReturnsEveryByte()
     {
         await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.Listen(IPAddress.Loopback, 0, Echo));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
         var payload = new byte[5 * 1024 * 1024 + 17];
         new Random(3).NextBytes(payload);
 
-        Task<byte[]> reading = ReadAllAsync(socket);
-        for (int offset = 0; offset < payload.Length; offset += 100_000)
-        {
-            await socket.SendAsync(payload.AsMemory(offset, Math.Min(100_000, payload.Length - offset)), SocketFlags.None, TestContext.Current.CancellationToken);
-        }
-
-        socket.Shutdown(SocketShutdown.Send); // half-close: the server sees end of input, then finishes echoing
-        byte[] echoed = await reading.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        // Then the half-close: the server sees the end of its input, then finishes echoing.
+        byte[] echoed = await connection.EchoAsync(payload, chunk: 100_000).DefaultTimeout(times: 2);
         Assert.Equal(payload.Length, echoed.Length);
         Assert.Equal(payload, echoed);
     }
@@ -78,11 +70,8 @@ public class ConnectionMiddlewareTests
         await using var server = await TestServer.StartAsync(_ => { }, kestrel => kestrel.ListenLocalhost(port, Echo));
         foreach (IPAddress address in new[] { IPAddress.Loopback, IPAddress.IPv6Loopback })
         {
-            using var socket = new Socket(address.AddressFamily, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(address, port, TestContext.Current.CancellationToken);
-            await socket.SendAsync("ping"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            socket.Shutdown(SocketShutdown.Send);
-            Assert.Equal("ping"u8.ToArray(), await ReadAllAsync(socket));
+            using RawConnection connection = await RawConnection.ConnectAsync(new IPEndPoint(address, port));
+            Assert.Equal("ping"u8.ToArray(), await connection.EchoAsync("ping"u8.ToArray()));
         }
     }
 
@@ -108,9 +97,8 @@ public class ConnectionMiddlewareTests
 
             await closed.Task;
         })));
-        using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        using (await RawConnection.ConnectAsync(server.Port))
         {
-            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
             await registered.Task.DefaultTimeout();
         }
 
@@ -141,9 +129,8 @@ public class ConnectionMiddlewareTests
             await gate.WaitAsync(TestContext.Current.CancellationToken);
             try
             {
-                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-                Assert.Equal("bye"u8.ToArray(), await ReadAllAsync(socket));
+                using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+                Assert.Equal("bye"u8.ToArray(), await connection.ReadToEndAsync());
             }
             finally
             {
@@ -155,44 +142,10 @@ public class ConnectionMiddlewareTests
         Assert.Equal(Connections, Volatile.Read(ref fired));
     }
 
-    /// <summary>Reads until FIN or reset; returns the bytes and whether it ended by reset.</summary>
-    internal static async Task<(byte[] Data, bool Reset)> ReadToEndOrResetAsync(Socket socket)
-    {
-        using var all = new MemoryStream();
-        var buffer = new byte[64 * 1024];
-        try
-        {
-            int n;
-            while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
-            {
-                all.Write(buffer, 0, n);
-            }
-
-            return (all.ToArray(), false);
-        }
-        catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
-        {
-            return (all.ToArray(), true);
-        }
-    }
-
     internal static int GetFreePort()
     {
         using var probe = new Socket(AddressFamily.InterNetworkV6, SocketType.Stream, ProtocolType.Tcp) { DualMode = true };
         probe.Bind(new IPEndPoint(IPAddress.IPv6Any, 0));
         return ((IPEndPoint)probe.LocalEndPoint!).Port;
-    }
-
-    internal static async Task<byte[]> ReadAllAsync(Socket socket)
-    {
-        using var all = new MemoryStream();
-        var buffer = new byte[256 * 1024];
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
-        {
-            all.Write(buffer, 0, n);
-        }
-
-        return all.ToArray();
     }
 }

@@ -42,8 +42,7 @@ public class EndpointTests
     {
         await using var server = await TestServer.StartAsync(Hello);
         Assert.NotEqual(0, server.Port);
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
     }
 
     [Fact]
@@ -115,11 +114,10 @@ public class EndpointTests
 
     internal static HttpClient UnixClient(string path) => new(new SocketsHttpHandler
     {
-        ConnectCallback = async (_, cancellationToken) =>
+        ConnectCallback = async (_, _) =>
         {
-            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
-            await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellationToken);
-            return new NetworkStream(socket, ownsSocket: true);
+            RawConnection connection = await RawConnection.ConnectUnixAsync(path);
+            return new NetworkStream(connection.Socket, ownsSocket: true); // the stream owns the socket from here on
         },
     });
 }

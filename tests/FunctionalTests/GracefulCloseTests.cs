@@ -1,7 +1,5 @@
 using System;
 using System.Linq;
-using System.Net;
-using System.Net.Sockets;
 using System.Text;
 using System.Threading;
 using System.Threading.Tasks;
@@ -98,15 +96,15 @@ public class GracefulCloseTests
                 await concurrent.WaitAsync(TestContext.Current.CancellationToken);
                 try
                 {
-                    using Socket socket = await ConnectAsync(server);
+                    using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
                     for (int request = 0; request < 2; request++)
                     {
-                        await SendAsync(socket, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
-                        AssertResponse(await ReadResponseAsync(socket, bodyLength: 13), "Hello, World!"u8.ToArray());
+                        await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+                        AssertResponse(await ReadResponseAsync(connection, bodyLength: 13), "Hello, World!"u8.ToArray());
                     }
 
-                    socket.Shutdown(SocketShutdown.Send);
-                    (byte[] data, bool reset) = await ReadToEndOrResetAsync(socket);
+                    connection.HalfClose();
+                    (byte[] data, bool reset) = await connection.ReadToEndOrResetAsync().DefaultTimeout();
                     Assert.False(reset, $"client {client}: the server reset the idle connection the client ended; a graceful close is a FIN");
                     Assert.Empty(data);
                 }
@@ -124,44 +122,30 @@ public class GracefulCloseTests
     public async Task AnAbortByTheApplicationResets()
     {
         await using TestServer server = await StartAsync();
-        using Socket socket = await ConnectAsync(server);
-        await SendAsync(socket, "GET /abort HTTP/1.1\r\nHost: x\r\n\r\n");
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+        await connection.SendAsync("GET /abort HTTP/1.1\r\nHost: x\r\n\r\n");
 
-        (byte[] data, bool reset) = await ReadToEndOrResetAsync(socket);
+        (byte[] data, bool reset) = await connection.ReadToEndOrResetAsync().DefaultTimeout();
         Assert.True(reset, $"the connection ended with a FIN after {data.Length} bytes; an abort is a reset");
     }
 
     /// <summary>Sends a GET for <paramref name="path"/>, half-closes at once, and reads to the end (or the reset).</summary>
     private static async Task<(byte[] Data, bool Reset)> RequestThenHalfCloseAsync(TestServer server, string path)
     {
-        using Socket socket = await ConnectAsync(server);
-        await SendAsync(socket, $"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
-        socket.Shutdown(SocketShutdown.Send);
-        return await ReadToEndOrResetAsync(socket);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+        await connection.SendAsync($"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        connection.HalfClose();
+        return await connection.ReadToEndOrResetAsync().DefaultTimeout();
     }
-
-    private static async Task<Socket> ConnectAsync(TestServer server)
-    {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        return socket;
-    }
-
-    private static async Task SendAsync(Socket socket, string request)
-        => await socket.SendAsync(Encoding.ASCII.GetBytes(request), SocketFlags.None, TestContext.Current.CancellationToken);
-
-    private static Task<(byte[] Data, bool Reset)> ReadToEndOrResetAsync(Socket socket)
-        => ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).DefaultTimeout();
 
     /// <summary>Reads one response whose body has <paramref name="bodyLength"/> bytes.</summary>
-    private static async Task<byte[]> ReadResponseAsync(Socket socket, int bodyLength)
+    private static async Task<byte[]> ReadResponseAsync(RawConnection connection, int bodyLength)
     {
         var data = new System.IO.MemoryStream();
         var buffer = new byte[4096];
         while (data.Length == 0 || HeaderLength(data.ToArray()) == 0 || data.Length < HeaderLength(data.ToArray()) + bodyLength)
         {
-            int n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken)
-                .AsTask().DefaultTimeout();
+            int n = await connection.ReceiveAsync(buffer).DefaultTimeout();
             Assert.True(n > 0, "the connection ended before the response did");
             data.Write(buffer, 0, n);
         }

@@ -50,10 +50,9 @@ public class HostileClientTests
     public async Task IdleConnectionIsClosedAfterKeepAliveTimeout()
     {
         await using TestServer server = await StartAsync();
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
         var elapsed = Stopwatch.StartNew();
-        (byte[] data, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket).DefaultTimeout();
+        (byte[] data, _) = await connection.ReadToEndOrResetAsync().DefaultTimeout();
         Assert.Empty(data);
         Assert.True(elapsed.Elapsed >= s_limit - TimeSpan.FromMilliseconds(200), $"closed after {elapsed.Elapsed}, before the keep-alive timeout");
         await AssertServesAsync(server);
@@ -63,9 +62,8 @@ public class HostileClientTests
     public async Task SlowlorisHeadersAreCutOffByRequestHeadersTimeout()
     {
         await using TestServer server = await StartAsync();
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        Task<(byte[] Data, bool Reset)> response = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+        Task<(byte[] Data, bool Reset)> response = connection.ReadToEndOrResetAsync();
         byte[] request = Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + new string('a', 1000));
         var elapsed = Stopwatch.StartNew();
         int sent = 0;
@@ -74,7 +72,7 @@ public class HostileClientTests
         {
             try
             {
-                await socket.SendAsync(request.AsMemory(sent++, 1), SocketFlags.None, TestContext.Current.CancellationToken);
+                await connection.SendAsync(request.AsMemory(sent++, 1));
             }
             catch (SocketException)
             {
@@ -99,17 +97,16 @@ public class HostileClientTests
         await using TestServer server = await StartAsync(errors);
         // The application lets the timeout through, so Kestrel logs it as unhandled (and answers 408).
         server.ExpectServerErrors(message => message.Contains("MinRequestBodyDataRate", StringComparison.Ordinal));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        Task<(byte[] Data, bool Reset)> response = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
-        await socket.SendAsync("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+        Task<(byte[] Data, bool Reset)> response = connection.ReadToEndOrResetAsync();
+        await connection.SendAsync("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n");
         int sent = 0;
         // Ten bytes a second against a minimum of 1000.
         while (!response.IsCompleted && sent < 100_000)
         {
             try
             {
-                await socket.SendAsync(new byte[1], SocketFlags.None, TestContext.Current.CancellationToken);
+                await connection.SendAsync(new byte[1]);
                 sent++;
             }
             catch (SocketException)
@@ -162,13 +159,12 @@ public class HostileClientTests
             byte[] payload = hostile[i];
             bad[i] = Task.Run(async () =>
             {
-                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                await socket.ConnectAsync(IPAddress.Loopback, server.Port);
-                Task<(byte[] Data, bool Reset)> response = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
+                using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+                Task<(byte[] Data, bool Reset)> response = connection.ReadToEndOrResetAsync();
                 try
                 {
-                    await socket.SendAsync(payload, SocketFlags.None);
-                    socket.Shutdown(SocketShutdown.Send);
+                    await connection.SendAsync(payload);
+                    connection.HalfClose();
                 }
                 catch (SocketException)
                 {
@@ -181,13 +177,13 @@ public class HostileClientTests
         }
 
         // Every hostile connection ends (none hangs until a timeout of the test), every good request succeeds.
-        foreach ((byte[] data, bool reset) in await Task.WhenAll(bad).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken))
+        foreach ((byte[] data, bool reset) in await Task.WhenAll(bad).DefaultTimeout(times: 2))
         {
             string text = Encoding.ASCII.GetString(data);
             Assert.True(reset || text.Length == 0 || text.StartsWith("HTTP/1.1 400", StringComparison.Ordinal), text);
         }
 
-        string[] answers = await Task.WhenAll(good).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        string[] answers = await Task.WhenAll(good).DefaultTimeout(times: 2);
         for (int i = 0; i < answers.Length; i++)
         {
             Assert.Equal($"ok {i * 1000}", answers[i]);

@@ -3,7 +3,6 @@ using System.Collections.Concurrent;
 using System.IO;
 using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using System.Security.Cryptography;
 using System.Text;
 using System.Threading.Tasks;
@@ -43,8 +42,7 @@ public class Http1Tests
             context.Response.ContentLength = context.Request.Path.Value!.Length;
             return context.Response.WriteAsync(context.Request.Path.Value!);
         }));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
         var request = new StringBuilder();
         for (int i = 0; i < 16; i++)
         {
@@ -52,8 +50,8 @@ public class Http1Tests
         }
 
         request.Append("GET /last HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        await socket.SendAsync(Encoding.ASCII.GetBytes(request.ToString()), SocketFlags.None, TestContext.Current.CancellationToken);
-        string responses = await ReadToEndAsync(socket);
+        await connection.SendAsync(request.ToString());
+        string responses = await connection.ReadToEndAsStringAsync();
         int position = 0;
         for (int i = 0; i < 16; i++)
         {
@@ -114,10 +112,9 @@ public class Http1Tests
         {
             tasks[i] = Task.Run(async () =>
             {
-                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                await socket.ConnectAsync(IPAddress.Loopback, server.Port);
-                await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"u8.ToArray(), SocketFlags.None);
-                return await ReadToEndAsync(socket);
+                using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+                await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                return await connection.ReadToEndAsStringAsync();
             });
         }
 
@@ -161,13 +158,12 @@ public class Http1Tests
         // logs an error (on Sockets too).
         server.ExpectServerErrors(message => message.Contains("automatic draining of the request body failed", StringComparison.Ordinal));
 
-        using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        using (RawConnection connection = await RawConnection.ConnectAsync(server.Port))
         {
-            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-            await socket.SendAsync("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            await socket.SendAsync(new byte[10_000], SocketFlags.None, TestContext.Current.CancellationToken);
+            await connection.SendAsync("POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n");
+            await connection.SendAsync(new byte[10_000]);
             await bodyStarted.Task.DefaultTimeout();
-            socket.LingerState = new LingerOption(true, 0); // close sends RST
+            connection.Reset();
         }
 
         Exception failure = await sawFailure.Task.DefaultTimeout();
@@ -208,12 +204,11 @@ public class Http1Tests
             context.Response.ContentLength = body.Length;
             await context.Response.Body.WriteAsync(body);
         }));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-        string response = await ReadToEndAsync(socket);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+        await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        string response = await connection.ReadToEndAsStringAsync();
         string body = response[(response.IndexOf("\r\n\r\n", StringComparison.Ordinal) + 4)..];
-        var local = (IPEndPoint)socket.LocalEndPoint!;
+        var local = (IPEndPoint)connection.Socket.LocalEndPoint!;
         Assert.Equal($"127.0.0.1:{server.Port}|127.0.0.1:{local.Port}|127.0.0.1:{server.Port}", body);
     }
 
@@ -228,23 +223,9 @@ public class Http1Tests
                 await context.Response.Body.WriteAsync(body);
             }),
             kestrel => kestrel.Listen(IPAddress.Any, 0));
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-        string response = await ReadToEndAsync(socket);
+        using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+        await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        string response = await connection.ReadToEndAsStringAsync();
         Assert.EndsWith($"\r\n\r\n127.0.0.1:{server.Port}", response, StringComparison.Ordinal);
-    }
-
-    internal static async Task<string> ReadToEndAsync(Socket socket)
-    {
-        var buffer = new byte[64 * 1024];
-        using var all = new MemoryStream();
-        int n;
-        while ((n = await socket.ReceiveAsync(buffer, SocketFlags.None)) > 0)
-        {
-            all.Write(buffer, 0, n);
-        }
-
-        return Encoding.ASCII.GetString(all.ToArray());
     }
 }

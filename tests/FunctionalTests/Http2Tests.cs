@@ -89,7 +89,7 @@ public class Http2Tests
         using Process curl = Process.Start(start)!;
         Task<string> stdout = curl.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
         Task<string> stderr = curl.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        await curl.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        await curl.WaitForExitAsync(TestContext.Current.CancellationToken).DefaultTimeout(times: 2);
         Assert.True(curl.ExitCode == 0, $"curl exited with {curl.ExitCode}: {await stderr}");
         Assert.Equal("HTTP/2 True", await stdout);
     }

@@ -1,7 +1,6 @@
 using System;
 using System.IO.Pipelines;
 using System.Net;
-using System.Net.Sockets;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Connections;
 using Xunit;
@@ -49,16 +48,15 @@ public class ReceiveBackpressureTests
 
         // The stalled client keeps sending until a send makes no progress for a while: the server
         // stopped reading. (No event says "the peer stopped reading"; the assertion is the bound.)
-        using var stalled = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { SendBufferSize = 64 * 1024 };
-        await stalled.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-        await stalled.SendAsync("S"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+        using RawConnection stalled = await RawConnection.ConnectAsync(server.Port, socket => socket.SendBufferSize = 64 * 1024);
+        await stalled.SendAsync("S");
         await stalledConnectionSeen.Task.DefaultTimeout();
         var chunk = new byte[64 * 1024];
         long sent = 1;
         Task<int> pendingSend;
         while (true)
         {
-            pendingSend = stalled.SendAsync(chunk, SocketFlags.None);
+            pendingSend = stalled.SendAsync(chunk);
             Task winner = await Task.WhenAny(pendingSend, Task.Delay(TimeSpan.FromSeconds(2), TestContext.Current.CancellationToken));
             if (winner != pendingSend)
             {
@@ -75,23 +73,19 @@ public class ReceiveBackpressureTests
         {
             fast[i] = Task.Run(async () =>
             {
-                using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                await socket.ConnectAsync(IPAddress.Loopback, server.Port);
+                using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
                 var payload = new byte[256 * 1024];
                 payload[0] = (byte)'F';
-                Task<byte[]> echo = ConnectionMiddlewareTests.ReadAllAsync(socket);
-                await socket.SendAsync(payload, SocketFlags.None);
-                socket.Shutdown(SocketShutdown.Send);
-                Assert.Equal(payload.Length, (await echo).Length);
+                Assert.Equal(payload.Length, (await connection.EchoAsync(payload)).Length);
             }, TestContext.Current.CancellationToken);
         }
 
-        await Task.WhenAll(fast).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        await Task.WhenAll(fast).DefaultTimeout(times: 2);
 
         // Released, the stalled connection delivers every byte.
         releaseStalled.SetResult();
         sent += await pendingSend.DefaultTimeout();
-        stalled.Shutdown(SocketShutdown.Send);
-        Assert.Equal(sent, await stalledTotal.Task.WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));
+        stalled.HalfClose();
+        Assert.Equal(sent, await stalledTotal.Task.DefaultTimeout(times: 2));
     }
 }

@@ -1,6 +1,4 @@
-using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -39,25 +37,24 @@ public class ResetTests
                 int kind = i % 4;
                 tasks[i] = Task.Run(async () =>
                 {
-                    using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                    await socket.ConnectAsync(IPAddress.Loopback, server.Port);
+                    using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
                     switch (kind)
                     {
                         case 0: // reset right after connecting
                             break;
                         case 1: // reset mid-request (headers incomplete)
-                            await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n"u8.ToArray(), SocketFlags.None);
+                            await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n");
                             break;
                         case 2: // reset before reading a small response
-                            await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None);
+                            await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
                             break;
                         default: // reset mid-response
-                            await socket.SendAsync("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None);
-                            await socket.ReceiveAsync(new byte[1000], SocketFlags.None);
+                            await connection.SendAsync("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+                            await connection.ReceiveAsync(new byte[1000]);
                             break;
                     }
 
-                    socket.LingerState = new LingerOption(true, 0); // close sends RST
+                    connection.Reset();
                 }, TestContext.Current.CancellationToken);
             }
 

@@ -26,50 +26,51 @@ public class ShutdownTests
             // Unbinding takes effect soon, not at once: probe until a connection is refused. A
             // probe that got in before that is an ordinary connection the server must close; one
             // still in the listening socket's queue when it closed is reset by the kernel.
-            var deadline = DateTime.UtcNow + TestWait.Default;
-            while (true)
-            {
-                using var probe = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                try
+            await TestWait.UntilAsync(
+                async () =>
                 {
-                    await probe.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionRefused)
-                {
-                    break;
-                }
-                catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
-                {
-                    // queued when the listening socket closed: probe again
-                }
-
-                Assert.True(DateTime.UtcNow < deadline, "the listener still accepts connections after stop began");
-                await Task.Delay(1, TestContext.Current.CancellationToken);
-            }
+                    try
+                    {
+                        using RawConnection probe = await RawConnection.ConnectAsync(server.Port);
+                        return false;
+                    }
+                    catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionRefused)
+                    {
+                        return true;
+                    }
+                    catch (SocketException ex) when (ex.SocketErrorCode == SocketError.ConnectionReset)
+                    {
+                        return false; // queued when the listening socket closed: probe again
+                    }
+                },
+                () => "the listener still accepts connections after stop began");
         });
 
     [Fact]
     public async Task DisposingAStartedHostWithoutStoppingItReleasesItsPortAndDoesNotThrow()
     {
         TestServer server = await TestServer.StartAsync(app => app.Run(context => context.Response.WriteAsync("ok")));
-        using Socket idle = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        RawConnection idle;
         using (HttpClient client = server.CreateClient())
         {
             Assert.Equal("ok", await client.GetStringAsync("/", TestContext.Current.CancellationToken));
-            await idle.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-            await idle.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            Assert.True(await idle.ReceiveAsync(new byte[1024], SocketFlags.None, TestContext.Current.CancellationToken) > 0);
+            idle = await RawConnection.ConnectAsync(server.Port);
+            await idle.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            Assert.True(await idle.ReceiveAsync(new byte[1024]) > 0);
 
             // Kestrel's Dispose stops with a cancelled token; no exception may come out of it.
             server.DisposeWithoutStopping();
         }
 
         // The connection that stayed open is closed, and the port is free for a new listener.
-        (_, _) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(idle).DefaultTimeout();
-        using var rebind = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        rebind.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
-        rebind.Bind(new IPEndPoint(IPAddress.Loopback, server.Port));
-        rebind.Listen();
+        using (idle)
+        {
+            (_, _) = await idle.ReadToEndOrResetAsync().DefaultTimeout();
+            using var rebind = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+            rebind.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+            rebind.Bind(new IPEndPoint(IPAddress.Loopback, server.Port));
+            rebind.Listen();
+        }
     }
 
     /// <summary>

@@ -96,7 +96,7 @@ public class StressTests
             }, TestContext.Current.CancellationToken);
         }
 
-        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(seconds + 120), TestContext.Current.CancellationToken);
+        await Task.WhenAll(workers).WaitAsync(TimeSpan.FromSeconds(seconds) + TestWait.Default * 4, TestContext.Current.CancellationToken);
         Assert.True(failures.IsEmpty, $"STRESS_SEED={seed} reproduces this run; first failures:\n" + string.Join("\n", failures.Take(5)));
         Assert.Null(await EchoAsync(port, 100_000, seed, chunked: true)); // still serving
         TestContext.Current.SendDiagnosticMessage($"{name} stress seed {seed}: echo {counts[0]}, chunked {counts[1]}, reset {counts[2]}, abort {counts[3]}, half-close first {counts[4]}");
@@ -175,39 +175,38 @@ public class StressTests
         return payload;
     }
 
-    private static async Task<Socket> ConnectAsync(int port, byte mode, int count)
+    private static async Task<RawConnection> ConnectAsync(int port, byte mode, int count)
     {
-        var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, port);
+        RawConnection connection = await RawConnection.ConnectAsync(port);
         var header = new byte[5];
         header[0] = mode;
         BinaryPrimitives.WriteInt32LittleEndian(header.AsSpan(1), count);
-        await socket.SendAsync(header, SocketFlags.None);
-        return socket;
+        await connection.SendAsync(header);
+        return connection;
     }
 
     /// <summary>Sends everything (in one send or random small chunks), half-closes, expects the same bytes back and a FIN.</summary>
     private static async Task<string?> EchoAsync(int port, int size, int seed, bool chunked)
     {
         byte[] payload = Payload(size, seed);
-        using Socket socket = await ConnectAsync(port, Echo, 0);
-        Task<(byte[] Data, bool Reset)> echo = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
+        using RawConnection connection = await ConnectAsync(port, Echo, 0);
+        Task<(byte[] Data, bool Reset)> echo = connection.ReadToEndOrResetAsync();
         if (chunked)
         {
             var random = new Random(seed);
             for (int offset = 0; offset < size;)
             {
                 int n = Math.Min(size - offset, 1 + random.Next(3000));
-                await socket.SendAsync(payload.AsMemory(offset, n), SocketFlags.None);
+                await connection.SendAsync(payload.AsMemory(offset, n));
                 offset += n;
             }
         }
         else
         {
-            await socket.SendAsync(payload, SocketFlags.None);
+            await connection.SendAsync(payload);
         }
 
-        socket.Shutdown(SocketShutdown.Send);
+        connection.HalfClose();
         (byte[] data, bool reset) = await echo;
         if (reset)
         {
@@ -222,9 +221,9 @@ public class StressTests
     {
         _ = size;
         _ = seed;
-        using Socket socket = await ConnectAsync(port, Echo, 0);
-        socket.Shutdown(SocketShutdown.Send);
-        (byte[] data, bool reset) = await ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
+        using RawConnection connection = await ConnectAsync(port, Echo, 0);
+        connection.HalfClose();
+        (byte[] data, bool reset) = await connection.ReadToEndOrResetAsync();
         return reset ? "reset instead of FIN" : data.Length == 0 ? null : $"{data.Length} unexpected bytes";
     }
 
@@ -232,14 +231,14 @@ public class StressTests
     private static async Task<string?> ResetMidStreamAsync(int port, int size, int seed, int cut)
     {
         byte[] payload = Payload(size, seed);
-        using Socket socket = await ConnectAsync(port, Echo, 0);
-        await socket.SendAsync(payload.AsMemory(0, cut), SocketFlags.None);
+        using RawConnection connection = await ConnectAsync(port, Echo, 0);
+        await connection.SendAsync(payload.AsMemory(0, cut));
         var received = new byte[cut];
         int got = 0;
         int want = cut / 2;
         while (got < want)
         {
-            int n = await socket.ReceiveAsync(received.AsMemory(got, want - got), SocketFlags.None);
+            int n = await connection.ReceiveAsync(received.AsMemory(got, want - got));
             if (n == 0)
             {
                 return $"FIN after {got} bytes of an open echo";
@@ -248,7 +247,7 @@ public class StressTests
             got += n;
         }
 
-        socket.LingerState = new LingerOption(true, 0); // dispose sends RST
+        connection.Reset();
         return received.AsSpan(0, got).SequenceEqual(payload.AsSpan(0, got)) ? null : Mismatch(received.AsSpan(0, got).ToArray(), payload);
     }
 
@@ -260,12 +259,12 @@ public class StressTests
     private static async Task<string?> ServerAbortAsync(int port, int size, int seed, int cut)
     {
         byte[] payload = Payload(size, seed);
-        using Socket socket = await ConnectAsync(port, AbortAfter, cut);
-        Task<(byte[] Data, bool Reset)> echo = ConnectionMiddlewareTests.ReadToEndOrResetAsync(socket);
+        using RawConnection connection = await ConnectAsync(port, AbortAfter, cut);
+        Task<(byte[] Data, bool Reset)> echo = connection.ReadToEndOrResetAsync();
         try
         {
-            await socket.SendAsync(payload, SocketFlags.None);
-            socket.Shutdown(SocketShutdown.Send); // if size < cut, the FIN is what ends the server's wait
+            await connection.SendAsync(payload);
+            connection.HalfClose(); // if size < cut, the FIN is what ends the server's wait
         }
         catch (SocketException)
         {

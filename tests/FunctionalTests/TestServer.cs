@@ -50,9 +50,8 @@ public sealed class TestServer : IAsyncDisposable
         Action<IServiceCollection>? configureServices = null)
     {
         var logs = new CapturingLoggerProvider();
-        IHost host = new HostBuilder()
-            .ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Warning).AddProvider(logs))
-            .ConfigureWebHost(web => web
+        IHost host = TestHost.Build(
+            web => web
                 .UseKestrel(options =>
                 {
                     if (configureKestrel is null)
@@ -70,8 +69,8 @@ public sealed class TestServer : IAsyncDisposable
                     services.AddRouting();
                     configureServices?.Invoke(services);
                 })
-                .Configure(configureApp))
-            .Build();
+                .Configure(configureApp),
+            logs);
         await host.StartAsync().ConfigureAwait(false);
         return new TestServer(host, logs);
     }
@@ -81,7 +80,7 @@ public sealed class TestServer : IAsyncDisposable
         var client = new HttpClient(handler ?? new SocketsHttpHandler(), disposeHandler: true)
         {
             BaseAddress = BaseAddress,
-            Timeout = TimeSpan.FromSeconds(60),
+            Timeout = TestWait.Default * 2,
         };
         if (version is not null)
         {

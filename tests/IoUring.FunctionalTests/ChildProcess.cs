@@ -44,7 +44,7 @@ internal static class ChildProcess
         using Process child = Process.Start(start)!;
         Task<string> stdout = child.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken);
         Task<string> stderr = child.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
-        await child.WaitForExitAsync(TestContext.Current.CancellationToken).WaitAsync(TestWait.Default * 4, TestContext.Current.CancellationToken);
+        await child.WaitForExitAsync(TestContext.Current.CancellationToken).DefaultTimeout(times: 4);
         return (child.ExitCode, await stdout + await stderr);
     }
 

@@ -120,11 +120,10 @@ public class ConnectionTests
                     await threadName.Task;
                 }));
         int port = server.Port;
-        using (var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp))
+        using (RawConnection connection = await RawConnection.ConnectAsync(port))
         {
-            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
             await reading.Task.DefaultTimeout();
-            await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            await connection.SendAsync("x");
             Assert.StartsWith("io_uring ring", await threadName.Task.DefaultTimeout(), StringComparison.Ordinal);
         }
     }
@@ -141,10 +140,9 @@ public class ConnectionTests
         })));
         await Task.WhenAll(Enumerable.Range(0, 200).Select(async _ =>
         {
-            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-            await socket.SendAsync("x"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            var ex = await Assert.ThrowsAsync<SocketException>(async () => await socket.ReceiveAsync(new byte[16], SocketFlags.None, TestContext.Current.CancellationToken));
+            using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+            await connection.SendAsync("x");
+            var ex = await Assert.ThrowsAsync<SocketException>(() => connection.ReceiveAsync(new byte[16]));
             Assert.Equal(SocketError.ConnectionReset, ex.SocketErrorCode);
         }));
     }

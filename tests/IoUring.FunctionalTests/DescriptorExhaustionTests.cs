@@ -149,18 +149,14 @@ public class DescriptorExhaustionTests
             return threads;
         }
 
+        // The socket was made before the descriptors ran out; it connects now.
         static async Task<bool> ExchangeAsync(Socket socket, int port, int size)
         {
-            using (socket)
-            {
-                await socket.ConnectAsync(IPAddress.Loopback, port);
-                var payload = new byte[size];
-                new Random(size).NextBytes(payload);
-                Task<byte[]> echo = ConnectionMiddlewareTests.ReadAllAsync(socket);
-                await socket.SendAsync(payload, SocketFlags.None);
-                socket.Shutdown(SocketShutdown.Send);
-                return (await echo).AsSpan().SequenceEqual(payload);
-            }
+            using var connection = new RawConnection(socket);
+            await socket.ConnectAsync(IPAddress.Loopback, port);
+            var payload = new byte[size];
+            new Random(size).NextBytes(payload);
+            return (await connection.EchoAsync(payload)).AsSpan().SequenceEqual(payload);
         }
     }
 }

@@ -9,9 +9,9 @@ using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Bpf;
 using IoUring.Interop;
-using IoUring.Sockets;
 using IoUring.Transport;
 using IoUring.Transport.Internal;
+using IoUring.Transport.Tests;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
@@ -31,8 +31,6 @@ namespace IoUring.FunctionalTests;
 [Collection(IsolatedCollection.Name)]
 public class DispatchTests
 {
-    private static readonly TimeSpan s_settleTimeout = TestWait.Default;
-
     [Fact]
     public async Task LeastConnectionsKeepsRingsEvenAfterSkewedClosesWhereTheKernelHashDoesNot()
     {
@@ -165,7 +163,7 @@ public class DispatchTests
         // while a slot was empty would be), counted on the ring thread as the listener counts it.
         var counted = new CountAcceptedWork();
         server.Rings[0].Post(counted, 0);
-        await counted.Done.Task.WaitAsync(s_settleTimeout, TestContext.Current.CancellationToken);
+        await counted.Done.Task.DefaultTimeout();
         Assert.Equal((0L, 0L, 0L), server.Rings[0].Load!.Read());
 
         // Had accepted become 1, the next connection sent to ring 0 would not count as pending there.
@@ -208,7 +206,7 @@ public class DispatchTests
 
             // Connect from a thread pinned to the CPU: over loopback the SYN is processed on the
             // sending CPU (no RPS on lo), so that is the CPU the program sees.
-            int[] landed = RunPinned(cpu, () => Enumerable.Range(0, 20).Select(_ =>
+            int[] landed = PinnedThread.Run(cpu, () => Enumerable.Range(0, 20).Select(_ =>
             {
                 (Socket socket, int ring) = server.Connect();
                 socket.Dispose();
@@ -216,62 +214,6 @@ public class DispatchTests
             }).ToArray());
             Assert.All(landed, ring => Assert.Equal(expectedRing, ring));
         }
-    }
-
-    [Fact]
-    public void IncomingCpuMapsACpusetWithGapsByRankNotByCpuNumber()
-    {
-        // cpuset 2,3,6,7 over 4 rings: cpu % 4 would give rings 2 and 3 two CPUs each and rings 0
-        // and 1 none; by rank each ring gets one CPU.
-        Assert.Equal(new Dictionary<int, int> { [2] = 0, [3] = 1, [6] = 2, [7] = 3 }, ConnectionDispatcher.RingOfCpu([2, 3, 6, 7], 4));
-        Assert.Equal(new Dictionary<int, int> { [2] = 0, [3] = 1, [6] = 0, [7] = 1 }, ConnectionDispatcher.RingOfCpu([7, 2, 6, 3], 2));
-
-        SockFilter[] program = ConnectionDispatcher.IncomingCpuProgram([2, 3, 6, 7], 4);
-        Assert.Equal(1 + (2 * 4) + 1, program.Length);
-        Assert.Equal(SockFilter.ReturnConstant(4), program[^1]); // a CPU outside the table: past the group, the kernel's hash
-
-        // A cpuset too large for BPF_MAXINSNS falls back to cpu % rings.
-        Assert.Equal(3, ConnectionDispatcher.IncomingCpuProgram(Enumerable.Range(0, 4096).ToList(), 4).Length);
-    }
-
-    [Fact]
-    public void IncomingCpuProgramSendsAConnectionToTheRankOfItsCpuOnARealReuseportGroup()
-    {
-        List<int> cpus = CpuAffinity.GetCurrentThread();
-        if (cpus.Count < 2)
-        {
-            Assert.Skip($"Needs two CPUs to tell them apart; this process may run on {cpus.Count}.");
-        }
-
-        // Pretend the cpuset holds only cpus[1] (a gap where cpus[0] is): it is rank 0, so its
-        // connections go to listener 0, whatever its number modulo 2. cpus[0] is outside the table:
-        // the program returns 2, past the group, and the kernel's hash picks.
-        SockFilter[] program = ConnectionDispatcher.IncomingCpuProgram([cpus[1]], 2);
-        using var first = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        using var second = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        Socket[] group = [first, second];
-        foreach (Socket listener in group)
-        {
-            listener.SetRawSocketOption(1, 15, BitConverter.GetBytes(1)); // SOL_SOCKET, SO_REUSEPORT
-        }
-
-        first.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        second.Bind(first.LocalEndPoint!);
-        first.Listen(); // group order is listen() order (socket(7), SO_REUSEPORT)
-        second.Listen();
-        LinuxSocket.AttachReuseportCbpf((int)first.Handle, program);
-
-        int[] landed = RunPinned(cpus[1], () => Enumerable.Range(0, 20).Select(_ =>
-        {
-            using var client = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            client.Connect(first.LocalEndPoint!);
-            var ready = new List<Socket>(group);
-            Socket.Select(ready, null, null, (int)s_settleTimeout.TotalMicroseconds);
-            Assert.Single(ready);
-            using Socket accepted = ready[0].Accept();
-            return Array.IndexOf(group, ready[0]);
-        }).ToArray());
-        Assert.All(landed, listener => Assert.Equal(0, listener));
     }
 
     [Fact]
@@ -314,23 +256,6 @@ public class DispatchTests
         Assert.True(strictExit is not null and not 0, $"the strict sample should have exited with an error, not {(strictExit is null ? "kept running" : "0")}:\n{strictOutput}");
         Assert.True(strictOutput.Contains("FallbackToKernelDispatch is false", StringComparison.Ordinal), strictOutput);
         Assert.False(strictOutput.Contains("Listening on:", StringComparison.Ordinal), strictOutput);
-    }
-
-    [Fact]
-    public void IoUringBpfLoopAvailabilityMatchesTheKernelVersion()
-    {
-        // struct io_uring_bpf_ops and its kfuncs were merged for Linux 7.1: older kernels must say
-        // no, and 7.1 or later must say yes (a kernel built without them would fail here, which is
-        // the point: the probe would otherwise go unverified).
-        Version kernel = Environment.OSVersion.Version;
-        bool expected = kernel >= new Version(7, 1);
-        Assert.Equal(expected, IoUringTransportFactory.IsIoUringBpfLoopAvailable);
-
-        // The probe reads real BTF: a struct every kernel with BTF has is found.
-        HashSet<(int Kind, string Name)>? found = BtfTypes.Find([(BtfTypes.KindStruct, "sk_reuseport_md"), (BtfTypes.KindStruct, IoUringBpfLoop.OpsType)]);
-        Assert.NotNull(found);
-        Assert.Contains((BtfTypes.KindStruct, "sk_reuseport_md"), found);
-        Assert.Equal(expected, found.Contains((BtfTypes.KindStruct, IoUringBpfLoop.OpsType)));
     }
 
     /// <summary>Skips a LeastConnections test, naming the capability, when this process may not load BPF programs (CI runs as root and does not skip).</summary>
@@ -409,7 +334,7 @@ public class DispatchTests
         process.BeginErrorReadLine();
         try
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            using var timeout = new CancellationTokenSource(TestWait.Default * 2);
             Task exited = process.WaitForExitAsync(timeout.Token);
             await Task.WhenAny(listening.Task, exited).WaitAsync(timeout.Token);
         }
@@ -445,27 +370,6 @@ public class DispatchTests
         string path = Path.Combine(directory.FullName, "samples", "HelloWorld", "bin", configuration, framework, "HelloWorld.dll");
         Assert.True(File.Exists(path), $"{path} is missing: build the solution first");
         return path;
-    }
-
-    private static T RunPinned<T>(int cpu, Func<T> work)
-    {
-        T result = default!;
-        Exception? error = null;
-        var thread = new Thread(() =>
-        {
-            try
-            {
-                CpuAffinity.SetCurrentThread([cpu]);
-                result = work();
-            }
-            catch (Exception ex)
-            {
-                error = ex;
-            }
-        });
-        thread.Start();
-        thread.Join();
-        return error is null ? result : throw new InvalidOperationException("The pinned client failed.", error);
     }
 
     private static int[] ExpectedCpus(List<int> cpus, int rings, int ring) => ConnectionDispatcher.RingOfCpu(cpus, rings).Where(e => e.Value == ring).Select(e => e.Key).Order().ToArray();
@@ -559,7 +463,7 @@ public class DispatchTests
             try
             {
                 socket.Connect(IPAddress.Loopback, Port);
-                socket.ReceiveTimeout = (int)s_settleTimeout.TotalMilliseconds;
+                socket.ReceiveTimeout = (int)TestWait.Default.TotalMilliseconds;
                 byte[] ring = new byte[1];
                 Assert.Equal(1, socket.Receive(ring));
                 return (socket, ring[0]);

@@ -1,8 +1,6 @@
 using System;
 using System.Linq;
-using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Transport.Internal;
@@ -47,7 +45,7 @@ public class FaultTests
             exchanges[i] = Task.Run(() => EchoExchangeAsync(server.Port, 192 * 1024, seed), TestContext.Current.CancellationToken);
         }
 
-        Assert.All(await Task.WhenAll(exchanges).WaitAsync(TimeSpan.FromSeconds(120), TestContext.Current.CancellationToken), Assert.True);
+        Assert.All(await Task.WhenAll(exchanges).DefaultTimeout(times: 4), Assert.True);
         long shortages = server.Group.Rings.Sum(r => r.BufferShortages);
         Assert.True(shortages > 0, "the buffer ring never ran dry: the test did not provoke ENOBUFS");
         Assert.True(await EchoExchangeAsync(server.Port, 10_000, 99), "the server stopped serving after the shortage");
@@ -91,12 +89,12 @@ public class FaultTests
             exchanges[i] = Task.Run(() => EchoExchangeAsync(server.Port, 4096 + seed * 97, seed, onSent), TestContext.Current.CancellationToken);
         }
 
-        await Task.WhenAll(sent.Select(s => s.Task)).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+        await Task.WhenAll(sent.Select(s => s.Task)).DefaultTimeout(times: 2);
         hold.Release.Set();
         Assert.True(await hold.Overflowed.Task.DefaultTimeout(),
             "the CQ did not overflow: the test did not provoke the condition");
 
-        Assert.All(await Task.WhenAll(exchanges).WaitAsync(TimeSpan.FromSeconds(120), TestContext.Current.CancellationToken), Assert.True);
+        Assert.All(await Task.WhenAll(exchanges).DefaultTimeout(times: 4), Assert.True);
         Assert.Equal(0u, ringThread.Ring.CqOverflowCount); // NODROP: the kernel never discarded a completion
         Assert.Equal(Clients, ringThread.ConnectionsAccepted);
     }
@@ -117,7 +115,7 @@ public class FaultTests
         public void Execute(RingThread ring, int operation)
         {
             Held.SetResult();
-            Release.Wait(TimeSpan.FromSeconds(60));
+            Release.Wait(TestWait.Default * 2);
             int result = ring.Ring.Submit();
             Overflowed.SetResult(result >= 0 && ring.Ring.CqOverflowPending);
         }
@@ -167,23 +165,22 @@ public class FaultTests
                     int readBeforeReset = i % 3 * 100_000; // 0, 100 KB, 200 KB of an 8 MiB response
                     clients[i] = Task.Run(async () =>
                     {
-                        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp) { ReceiveBufferSize = 16 * 1024 };
-                        await socket.ConnectAsync(IPAddress.Loopback, server.Port);
-                        await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None);
+                        using RawConnection connection = await RawConnection.ConnectAsync(server.Port, socket => socket.ReceiveBufferSize = 16 * 1024);
+                        await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
                         var buffer = new byte[64 * 1024];
                         int read = 0;
                         while (read < readBeforeReset)
                         {
-                            int n = await socket.ReceiveAsync(buffer, SocketFlags.None);
+                            int n = await connection.ReceiveAsync(buffer);
                             Assert.True(n > 0);
                             read += n;
                         }
 
-                        socket.LingerState = new LingerOption(true, 0); // dispose sends RST
+                        connection.Reset();
                     }, TestContext.Current.CancellationToken);
                 }
 
-                await Task.WhenAll(clients).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
+                await Task.WhenAll(clients).DefaultTimeout(times: 2);
                 using var client = new HttpClient();
                 byte[] body = await client.GetByteArrayAsync($"http://127.0.0.1:{server.Port}/", TestContext.Current.CancellationToken);
                 Assert.Equal(32 * chunk.Length, body.Length);
@@ -244,17 +241,16 @@ public class FaultTests
     /// <summary>Sends <paramref name="size"/> random bytes, half-closes, and checks the echo is the same bytes in order.</summary>
     internal static async Task<bool> EchoExchangeAsync(int port, int size, int seed, TaskCompletionSource? sent = null)
     {
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, port);
+        using RawConnection connection = await RawConnection.ConnectAsync(port);
         var payload = new byte[size];
         new Random(seed).NextBytes(payload);
-        Task<byte[]> echo = ConnectionMiddlewareTests.ReadAllAsync(socket);
+        Task<byte[]> echo = connection.ReadToEndAsync();
         for (int offset = 0; offset < size; offset += 16 * 1024)
         {
-            await socket.SendAsync(payload.AsMemory(offset, Math.Min(16 * 1024, size - offset)), SocketFlags.None);
+            await connection.SendAsync(payload.AsMemory(offset, Math.Min(16 * 1024, size - offset)));
         }
 
-        socket.Shutdown(SocketShutdown.Send);
+        connection.HalfClose();
         sent?.SetResult();
         return (await echo).AsSpan().SequenceEqual(payload);
     }

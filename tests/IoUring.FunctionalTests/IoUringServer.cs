@@ -75,16 +75,8 @@ internal sealed class IoUringServer : IAsyncDisposable
         ILoggerProvider? logs = null,
         LogLevel minimumLevel = LogLevel.Warning)
     {
-        IHost host = new HostBuilder()
-            .ConfigureLogging(l =>
-            {
-                l.SetMinimumLevel(minimumLevel);
-                if (logs is not null)
-                {
-                    l.AddProvider(logs);
-                }
-            })
-            .ConfigureWebHost(web => web
+        IHost host = TestHost.Build(
+            web => web
                 .UseKestrel(k =>
                 {
                     kestrel?.Invoke(k);
@@ -95,8 +87,9 @@ internal sealed class IoUringServer : IAsyncDisposable
                     o.FallbackToSockets = false;
                     configure(o);
                 })
-                .Configure(a => a.Run(app ?? (_ => Task.CompletedTask))))
-            .Build();
+                .Configure(a => a.Run(app ?? (_ => Task.CompletedTask))),
+            logs,
+            minimumLevel);
         try
         {
             await host.StartAsync().ConfigureAwait(false);

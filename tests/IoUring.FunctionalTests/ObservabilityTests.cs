@@ -2,9 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.IO.Pipelines;
 using System.Linq;
-using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using System.Threading.Tasks;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
@@ -50,9 +48,8 @@ public class ObservabilityTests
         int port = server.Port;
         foreach ((string first, string eventName) in new[] { ("a", "ConnectionWriteRst"), ("f", "ConnectionWriteFin") })
         {
-            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
-            await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes(first), SocketFlags.None, TestContext.Current.CancellationToken);
+            using RawConnection connection = await RawConnection.ConnectAsync(port);
+            await connection.SendAsync(first);
             await ends.GetOrAdd(eventName, _ => new(TaskCreationOptions.RunContinuationsAsynchronously)).Task.DefaultTimeout();
         }
 
@@ -78,11 +75,10 @@ public class ObservabilityTests
             configureServices: services => services.AddSingleton<ILoggerProvider>(logs));
         await Task.WhenAll(Enumerable.Range(0, 50).Select(async _ =>
         {
-            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-            await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            await socket.ReceiveAsync(new byte[1000], SocketFlags.None, TestContext.Current.CancellationToken);
-            socket.LingerState = new LingerOption(true, 0); // close sends RST mid-response
+            using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+            await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+            await connection.ReceiveAsync(new byte[1000]);
+            connection.Reset(); // mid-response
         }));
 
         using (HttpClient client = server.CreateClient())
@@ -119,7 +115,7 @@ public class ObservabilityTests
         });
         listener.Start();
 
-        var openConnections = new List<Socket>();
+        var openConnections = new List<RawConnection>();
         await using var server = await TestServer.StartAsync(app => app.Run(async context =>
         {
             context.Response.ContentLength = 1000;
@@ -129,17 +125,16 @@ public class ObservabilityTests
         {
             for (int i = 0; i < 10; i++)
             {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                openConnections.Add(socket);
-                await socket.ConnectAsync(IPAddress.Loopback, server.Port, TestContext.Current.CancellationToken);
-                await socket.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+                RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+                openConnections.Add(connection);
+                await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
                 // Read the whole response (headers, then a 1000-byte body); the connection stays open.
                 var response = new List<byte>();
                 var buffer = new byte[4096];
                 int headerEnd;
                 while ((headerEnd = IndexOfHeaderEnd(response)) < 0 || response.Count < headerEnd + 1000)
                 {
-                    int n = await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken);
+                    int n = await connection.ReceiveAsync(buffer);
                     Assert.True(n > 0);
                     response.AddRange(buffer.AsSpan(0, n).ToArray());
                 }
@@ -160,9 +155,9 @@ public class ObservabilityTests
         }
         finally
         {
-            foreach (Socket socket in openConnections)
+            foreach (RawConnection connection in openConnections)
             {
-                socket.Dispose();
+                connection.Dispose();
             }
         }
     }

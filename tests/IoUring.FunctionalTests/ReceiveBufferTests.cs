@@ -3,9 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using System.IO.Pipelines;
 using System.Linq;
-using System.Net;
 using System.Net.Http;
-using System.Net.Sockets;
 using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Transport;
@@ -122,19 +120,18 @@ public class ReceiveBufferTests
 
         async Task<bool> Exchange(byte tag, int size, Task? before)
         {
-            using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(IPAddress.Loopback, port);
+            using RawConnection connection = await RawConnection.ConnectAsync(port);
             var payload = new byte[size];
             new Random(size + tag).NextBytes(payload);
             payload[0] = tag;
-            Task<byte[]> echo = ConnectionMiddlewareTests.ReadAllAsync(socket);
-            await socket.SendAsync(payload, SocketFlags.None);
+            Task<byte[]> echo = connection.ReadToEndAsync();
+            await connection.SendAsync(payload);
             if (before is not null)
             {
                 await before;
             }
 
-            socket.Shutdown(SocketShutdown.Send);
+            connection.HalfClose();
             return (await echo).AsSpan().SequenceEqual(payload);
         }
 
@@ -150,9 +147,9 @@ public class ReceiveBufferTests
             fast[i] = Task.Run(() => Exchange((byte)'F', 256 * 1024, null), TestContext.Current.CancellationToken);
         }
 
-        Assert.All(await Task.WhenAll(fast).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
+        Assert.All(await Task.WhenAll(fast).DefaultTimeout(times: 2), Assert.True);
         release.SetResult();
-        Assert.All(await Task.WhenAll(stalled).WaitAsync(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken), Assert.True);
+        Assert.All(await Task.WhenAll(stalled).DefaultTimeout(times: 2), Assert.True);
     }
 
     [Fact]
@@ -195,16 +192,15 @@ public class ReceiveBufferTests
         int port = server.Port;
         RingThread ring = server.Group.Rings[0];
 
-        var sockets = new List<Socket>();
+        var connections = new List<RawConnection>();
         try
         {
             var payload = new byte[256 * 1024];
             for (int i = 0; i < Connections; i++)
             {
-                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-                sockets.Add(socket);
-                await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
-                _ = socket.SendAsync(payload, SocketFlags.None).ContinueWith(t => t.Exception, TaskScheduler.Default); // ends with a reset
+                RawConnection connection = await RawConnection.ConnectAsync(port);
+                connections.Add(connection);
+                _ = connection.SendAsync(payload).ContinueWith(t => t.Exception, TaskScheduler.Default); // ends with a reset
             }
 
             // No event tells us the ring ran dry; watch its shortage count.
@@ -215,9 +211,9 @@ public class ReceiveBufferTests
         }
         finally
         {
-            foreach (Socket socket in sockets)
+            foreach (RawConnection connection in connections)
             {
-                socket.Dispose();
+                connection.Dispose();
             }
         }
 

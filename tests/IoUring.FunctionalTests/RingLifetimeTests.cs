@@ -44,18 +44,17 @@ public class RingLifetimeTests
         int port = server.Port;
         RingGroup group = server.Group;
 
-        async Task<Socket> ConnectAndEcho()
+        async Task<RawConnection> ConnectAndEcho()
         {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
-            await socket.SendAsync("hello"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
+            RawConnection connection = await RawConnection.ConnectAsync(port);
+            await connection.SendAsync("hello");
             var buffer = new byte[5];
-            Assert.Equal(5, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
-            return socket;
+            Assert.Equal(5, await connection.ReceiveAsync(buffer));
+            return connection;
         }
 
         // Open connections until both rings hold some (the kernel's reuseport hash decides).
-        var clients = new List<Socket>();
+        var clients = new List<RawConnection>();
         try
         {
             while (clients.Count < 8 || ringOfClientPort.Values.Distinct().Count() < 2)
@@ -66,16 +65,16 @@ public class RingLifetimeTests
 
             group.Rings[0].Post(new ThrowingWork(), 0);
 
-            foreach (Socket client in clients)
+            foreach (RawConnection client in clients)
             {
-                int ring = ringOfClientPort[((IPEndPoint)client.LocalEndPoint!).Port];
+                int ring = ringOfClientPort[((IPEndPoint)client.Socket.LocalEndPoint!).Port];
                 var buffer = new byte[16];
                 if (ring == 0)
                 {
                     // Aborted: a reset (or, had the reset raced our last read, the end of the stream).
                     try
                     {
-                        Assert.Equal(0, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().DefaultTimeout());
+                        Assert.Equal(0, await client.ReceiveAsync(buffer).DefaultTimeout());
                     }
                     catch (SocketException ex)
                     {
@@ -84,8 +83,8 @@ public class RingLifetimeTests
                 }
                 else
                 {
-                    await client.SendAsync("again"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-                    Assert.Equal(5, await client.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+                    await client.SendAsync("again");
+                    Assert.Equal(5, await client.ReceiveAsync(buffer));
                     Assert.Equal("again"u8.ToArray(), buffer[..5]);
                 }
             }
@@ -98,7 +97,7 @@ public class RingLifetimeTests
         }
         finally
         {
-            foreach (Socket client in clients)
+            foreach (RawConnection client in clients)
             {
                 client.Dispose();
             }
@@ -124,17 +123,17 @@ public class RingLifetimeTests
                 acceptFailed.TrySetResult();
             }
         };
-        using IHost host = new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Warning))
-            .ConfigureWebHost(web => web
+        using IHost host = TestHost.Build(
+            web => web
                 .UseKestrel(k => k.ListenUnixSocket(path, ConnectionMiddlewareTests.Echo))
                 .UseIoUringTransport(o =>
                 {
                     o.FallbackToSockets = false;
                     o.RingCount = 1;
                 })
-                .Configure(_ => { }))
-            .Build();
+                .Configure(_ => { }),
+            logs,
+            LogLevel.Warning);
         await host.StartAsync(TestContext.Current.CancellationToken);
         IoUringServer.FactoryOf(host.Services).Group!.Rings[0].Post(new ThrowingWork(), 0);
 
@@ -161,19 +160,18 @@ public class RingLifetimeTests
         int port = server.Port;
         RingThread ring = server.Group.Rings[0];
 
-        using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(IPAddress.Loopback, port, TestContext.Current.CancellationToken);
+        using RawConnection connection = await RawConnection.ConnectAsync(port);
         ring.RequestStop();
         var buffer = new byte[4];
         for (int i = 0; i < 100; i++)
         {
-            await socket.SendAsync("ping"u8.ToArray(), SocketFlags.None, TestContext.Current.CancellationToken);
-            Assert.Equal(4, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken).AsTask().DefaultTimeout());
+            await connection.SendAsync("ping");
+            Assert.Equal(4, await connection.ReceiveAsync(buffer).DefaultTimeout());
         }
 
         Assert.True(ring.IsRunning);
-        socket.Shutdown(SocketShutdown.Send);
-        Assert.Equal(0, await socket.ReceiveAsync(buffer, SocketFlags.None, TestContext.Current.CancellationToken));
+        connection.HalfClose();
+        Assert.Equal(0, await connection.ReceiveAsync(buffer));
         await server.StopAsync();
         Assert.True(ring.WaitForExit(TestWait.Default));
     }

@@ -9,7 +9,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -26,17 +25,16 @@ public class StartupTests
     public async Task DisabledFromConfigurationServesOnSockets()
     {
         string? connectionType = null;
-        using IHost host = new HostBuilder()
-            .ConfigureAppConfiguration(c => c.AddInMemoryCollection(new Dictionary<string, string?> { ["IoUring:Enabled"] = "false" }))
-            .ConfigureWebHost(web => web
+        using IHost host = TestHost.Build(
+            web => web
                 .UseKestrel(k => k.Listen(IPAddress.Loopback, 0, listen => listen.Use(next => connection =>
                 {
                     connectionType = connection.GetType().Name;
                     return next(connection);
                 })))
                 .UseIoUringTransport()
-                .Configure(app => app.Run(context => context.Response.WriteAsync("sockets"))))
-            .Build();
+                .Configure(app => app.Run(context => context.Response.WriteAsync("sockets"))),
+            configuration: new Dictionary<string, string?> { ["IoUring:Enabled"] = "false" });
         await host.StartAsync(TestContext.Current.CancellationToken);
         int port = IoUringServer.PortOf(host.Services);
         using var client = new HttpClient();
@@ -88,20 +86,17 @@ public class StartupTests
     [Fact]
     public async Task InvalidOptionsFailAtStartNamingTheOption()
     {
-        using IHost host = new HostBuilder()
-            .ConfigureWebHost(web => web
-                .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
-                .UseIoUringTransport(o => o.ReceiveBufferCount = 1000)
-                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
-            .Build();
+        using IHost host = TestHost.Build(web => web
+            .UseKestrel(k => k.Listen(IPAddress.Loopback, 0))
+            .UseIoUringTransport(o => o.ReceiveBufferCount = 1000)
+            .Configure(app => app.Run(context => context.Response.WriteAsync("x"))));
         var ex = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => host.StartAsync(TestContext.Current.CancellationToken));
         Assert.Contains("ReceiveBufferCount must be a power of two", ex.Message, StringComparison.Ordinal);
     }
 
     private static IHost BuildHost(CapturingLoggerProvider logs, bool fallback, int listeners)
-        => new HostBuilder()
-            .ConfigureLogging(l => l.ClearProviders().AddProvider(logs).SetMinimumLevel(LogLevel.Debug))
-            .ConfigureWebHost(web => web
+        => TestHost.Build(
+            web => web
                 .UseKestrel(k =>
                 {
                     for (int i = 0; i < listeners; i++)
@@ -110,6 +105,7 @@ public class StartupTests
                     }
                 })
                 .UseIoUringTransport(o => o.FallbackToSockets = fallback)
-                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))))
-            .Build();
+                .Configure(app => app.Run(context => context.Response.WriteAsync("x"))),
+            logs,
+            LogLevel.Debug);
 }

@@ -8,6 +8,7 @@ using System.IO.Pipelines;
 using System.Linq;
 using System.Threading;
 using System.Threading.Tasks;
+using IoUring.FunctionalTests;
 using IoUring.Transport.Internal;
 using Xunit;
 
@@ -25,7 +26,7 @@ public sealed class ReceivePipeReaderConformanceTests
 {
     private const int DefaultSeeds = 300;
     private const int StepsPerSeed = 400;
-    private static readonly TimeSpan s_wait = TimeSpan.FromSeconds(10);
+    private static readonly TimeSpan s_wait = TestWait.Default; // for what must complete (a read, a flush, the writer)
     private static readonly bool s_longRun = Environment.GetEnvironmentVariable("RECEIVE_READER_CONFORMANCE_SECONDS") is not null;
 
     [Fact]

@@ -2,7 +2,6 @@ using System;
 using System.Collections.Generic;
 using System.Net;
 using System.Net.Sockets;
-using System.Threading;
 using IoUring.Interop;
 using Xunit;
 using static IoUring.Tests.Ring.RingTestHelpers;
@@ -166,12 +165,8 @@ public unsafe class MultishotTests
             using var buffers = BufferRing.Create(ring, groupId: 9, count: 64, bufferSize: 256);
             byte[] payload = Pattern(8000, 6);
             client.Send(payload); // data first, so one receive finds it all waiting
-            var deadline = DateTime.UtcNow + Deadline;
-            while (server.Available < payload.Length)
-            {
-                Assert.True(DateTime.UtcNow < deadline, $"only {server.Available} of {payload.Length} bytes arrived");
-                Thread.Sleep(1); // no event says the loopback delivered every byte; bounded
-            }
+            // No event says the loopback delivered every byte.
+            Until(() => server.Available >= payload.Length, () => $"only {server.Available} of {payload.Length} bytes arrived");
 
             Arm(ring, b, buffers.GroupId, bundle: true);
 

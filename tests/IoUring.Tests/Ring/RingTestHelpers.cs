@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Net;
 using System.Net.Sockets;
+using System.Threading;
 using IoUring.Interop;
 using Xunit;
 
@@ -25,6 +26,21 @@ internal static unsafe class RingTestHelpers
 
         Assert.True(Kernel < since, $"{feature} is missing although the kernel ({Kernel}) is {since} or later.");
         Assert.Skip($"The kernel ({Kernel}) lacks {feature} (Linux {since}).");
+    }
+
+    /// <summary>
+    /// Polls <paramref name="condition"/> every millisecond until it holds, failing with
+    /// <paramref name="failure"/> after <see cref="Deadline"/>: only for state no event reports
+    /// (what the loopback has delivered, a thread's scheduler state).
+    /// </summary>
+    public static void Until(Func<bool> condition, Func<string> failure)
+    {
+        DateTime end = DateTime.UtcNow + Deadline;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < end, failure());
+            Thread.Sleep(1);
+        }
     }
 
     /// <summary>Submits and waits until a CQE is ready, failing the test after <see cref="Deadline"/>.</summary>

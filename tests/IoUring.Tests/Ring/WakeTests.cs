@@ -1,4 +1,3 @@
-using System;
 using System.IO;
 using System.Threading;
 using IoUring.Interop;
@@ -49,21 +48,13 @@ public unsafe class WakeTests
     private static void WaitUntilSleeping(int tid)
     {
         string path = $"/proc/self/task/{tid}/stat";
-        var deadline = DateTime.UtcNow + Deadline;
-        var spin = new SpinWait();
-        while (DateTime.UtcNow < deadline)
-        {
-            string stat = File.ReadAllText(path);
-            // Field 3, after the parenthesised command name, is the state.
-            char state = stat[stat.LastIndexOf(')') + 2];
-            if (state == 'S')
+        Until(
+            () =>
             {
-                return;
-            }
-
-            spin.SpinOnce();
-        }
-
-        Assert.Fail("the ring thread never blocked");
+                string stat = File.ReadAllText(path);
+                // Field 3, after the parenthesised command name, is the state.
+                return stat[stat.LastIndexOf(')') + 2] == 'S';
+            },
+            () => "the ring thread never blocked");
     }
 }
