@@ -122,4 +122,37 @@ struct loop_probe_shared {
 	__u32 cq_after;
 };
 
+/*
+ * The transport's event loop (event_loop.bpf.c). Its shared state is the first bytes of the
+ * ring's registered memory region, one page; the CQ region is asked for with the same size, which
+ * covers the SQ and CQ heads and tails (the ring headers come first, io_uring_setup(2)).
+ */
+#define EVENT_LOOP_REGION_SIZE 4096
+
+/*
+ * Writers:
+ *   sq_head .. cq_tail  user space, before attaching: where the ring's heads and tails are in the
+ *                       IOU_REGION_CQ region (io_uring_params sq_off.head/tail, cq_off.head/tail);
+ *   wait, pass          user space, before each io_uring_enter: wait 1 to wait for a completion,
+ *                       0 to submit and reap; pass 0 (the program counts its passes of one enter
+ *                       in it);
+ *   error .. sleeps     the program, during io_uring_enter: the last submit error (negated errno;
+ *                       user space clears it), and counters of passes, SQEs submitted and sleeps.
+ * User space reads the program's fields only between its enters (the program runs inside them, on
+ * the ring thread), so plain loads are enough on both sides.
+ */
+struct event_loop_shared {
+	__u32 sq_head;
+	__u32 sq_tail;
+	__u32 cq_head;
+	__u32 cq_tail;
+	__u32 wait;
+	__u32 pass;
+	__s32 error;
+	__u32 reserved;
+	__u64 steps;
+	__u64 submitted;
+	__u64 sleeps;
+};
+
 #endif

@@ -6,7 +6,8 @@
 #   KERNELS="6.1" bash scripts/test-kernels.sh
 #
 # The binding and the transport's unit tests run on 6.1, 6.12 and 7.2; the io_uring functional
-# suite (which includes the shared suite, compiled for io_uring) on 6.1 and 7.2. The functional
+# suite (which includes the shared suite, compiled for io_uring) on 6.1 and 7.2, and on 7.2 once
+# more with the kernel event loop required. The functional
 # suite runs one test at a time (-parallel none: measured faster under emulation, and timing
 # tests are steadier), with TEST_TIMEOUT_SCALE so waits for prompt events allow for emulation.
 # Every leg runs even when an earlier one failed; the exit code says whether any did. Each leg's
@@ -15,6 +16,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 KERNELS=${KERNELS:-"6.1 6.12 7.2"}
 FUNCTIONAL_KERNELS=${FUNCTIONAL_KERNELS:-"6.1 7.2"}
+KERNEL_LOOP_KERNELS=${KERNEL_LOOP_KERNELS:-"7.2"}
 export TEST_TIMEOUT_SCALE=${TEST_TIMEOUT_SCALE:-4}
 bin=bin/Release/net10.0
 for suite in IoUring.Tests IoUring.Transport.Tests IoUring.FunctionalTests; do
@@ -40,6 +42,12 @@ for kernel in $KERNELS; do
 done
 for kernel in $FUNCTIONAL_KERNELS; do
   leg "$kernel" "functional suite (io_uring)" tests/IoUring.FunctionalTests/$bin/IoUring.FunctionalTests -noColor -parallel none
+done
+# The same suite with every ring's loop in the kernel (IoUringTransportOptions.KernelEventLoop
+# Required, through the test transport's IOURING_TEST_KERNEL_EVENT_LOOP), where the kernel has it.
+for kernel in $KERNEL_LOOP_KERNELS; do
+  leg "$kernel" "functional suite (io_uring, kernel event loop required)" \
+    env IOURING_TEST_KERNEL_EVENT_LOOP=Required tests/IoUring.FunctionalTests/$bin/IoUring.FunctionalTests -noColor -parallel none
 done
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -1,4 +1,5 @@
 using System;
+using System.Linq;
 using System.Net;
 using System.Net.Sockets;
 using System.Threading;
@@ -72,9 +73,23 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     /// <summary>
     /// Whether this kernel can run an io_uring event loop written in BPF (struct io_uring_bpf_ops with the
     /// kfuncs bpf_io_uring_submit_sqes and bpf_io_uring_get_region, Linux 7.1), read from the kernel's
-    /// BTF. The transport ships no such loop yet; this reports whether one could run here.
+    /// BTF: whether <see cref="IoUringTransportOptions.KernelEventLoop"/> can run here, privileges permitting.
     /// </summary>
     public static bool IsIoUringBpfLoopAvailable => s_bpfLoopAvailable.Value;
+
+    /// <summary>
+    /// How many of the running rings run their event loop in the kernel
+    /// (<see cref="IoUringTransportOptions.KernelEventLoop"/>): all of them, none (it is off, or
+    /// unavailable here, which was logged with the reason), or 0 while no rings run.
+    /// </summary>
+    public int KernelEventLoopRings
+    {
+        get
+        {
+            RingGroup? group = _group;
+            return group is null ? 0 : group.Rings.Count(r => r.RunsKernelEventLoop);
+        }
+    }
 
     private static readonly Lazy<bool> s_bpfLoopAvailable = new(() => IoUring.Bpf.IoUringBpfLoop.IsAvailable());
 
@@ -147,6 +162,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             if (_group is null)
             {
                 RingGroup group = RingGroup.Start(_options, _logger);
+                LogKernelEventLoop(group);
                 try
                 {
                     _dispatcher = ConnectionDispatcher.Start(group, _options, _logger);
@@ -250,5 +266,29 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         {
             return ex;
         }
+    }
+
+    private void LogKernelEventLoop(RingGroup group)
+    {
+        if (_options.KernelEventLoop == KernelEventLoop.Off)
+        {
+            return;
+        }
+
+        RingThread[] refused = group.Rings.Where(r => r.KernelEventLoopRefusal is not null).ToArray();
+        if (refused.Length > 0)
+        {
+            // One warning for the group: every ring is refused for the same reason in practice.
+            Bpf.BpfException reason = refused[0].KernelEventLoopRefusal!;
+            int logStart = reason.Message.IndexOf(" Verifier log:", StringComparison.Ordinal);
+            string message = logStart < 0 ? reason.Message : reason.Message[..logStart]; // the log itself goes to Debug
+            IoUringTransportLog.KernelEventLoopFallback(_logger, refused.Length, group.Rings.Length, message);
+            if (reason.VerifierLog is not null)
+            {
+                IoUringTransportLog.KernelEventLoopVerifierLog(_logger, reason.VerifierLog);
+            }
+        }
+
+        IoUringTransportLog.KernelEventLoopStarted(_logger, _options.KernelEventLoop, group.Rings.Length - refused.Length, group.Rings.Length);
     }
 }

@@ -89,6 +89,13 @@ public sealed class IoUringTransportOptions
     /// <remarks>Defaults to true.</remarks>
     public bool FallbackToKernelDispatch { get; set; } = true;
 
+    /// <summary>
+    /// Where each ring's event loop runs (<see cref="Transport.KernelEventLoop"/>): in the ring
+    /// thread, or as a BPF program inside the kernel (Linux 7.1+, CAP_BPF and CAP_PERFMON).
+    /// </summary>
+    /// <remarks>Defaults to <see cref="KernelEventLoop.Off"/> (perf/README.md, "The kernel event loop", says why).</remarks>
+    public KernelEventLoop KernelEventLoop { get; set; } = KernelEventLoop.Off;
+
     /// <summary>Fault injection and inspection for the project's tests; null in use (not bound from configuration: internal).</summary>
     internal Internal.TransportTestHooks? TestHooks { get; set; }
 
@@ -103,6 +110,7 @@ public sealed class IoUringTransportOptions
         Check(MaxReadBufferSize is null or >= 0, nameof(MaxReadBufferSize), MaxReadBufferSize, "must not be negative");
         Check(MaxWriteBufferSize is null or >= 0, nameof(MaxWriteBufferSize), MaxWriteBufferSize, "must not be negative");
         Check(Enum.IsDefined(Dispatch), nameof(Dispatch), Dispatch, "must be Kernel, IncomingCpu or LeastConnections");
+        Check(Enum.IsDefined(KernelEventLoop), nameof(KernelEventLoop), KernelEventLoop, "must be Off, WhereAvailable or Required");
         Check(ZeroCopySendThreshold is null or >= 1, nameof(ZeroCopySendThreshold), ZeroCopySendThreshold, "must be at least 1 byte, or null to disable");
 
         static bool IsPowerOfTwo(int value) => (value & (value - 1)) == 0;

@@ -85,6 +85,7 @@ internal sealed class IoUringServer : IAsyncDisposable
                 .UseIoUringTransport(o =>
                 {
                     o.FallbackToSockets = false;
+                    o.KernelEventLoop = TransportSelector.KernelEventLoop;
                     configure(o);
                 })
                 .Configure(a => a.Run(app ?? (_ => Task.CompletedTask))),

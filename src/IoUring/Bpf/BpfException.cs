@@ -16,6 +16,9 @@ internal sealed class BpfException : Exception
     /// <summary>The kernel lacks what a program needs (a type or function in its BTF), found before any bpf() call; <see cref="Errno"/> is EOPNOTSUPP.</summary>
     public static BpfException Unsupported(string message) => new(Interop.Errno.EOPNOTSUPP, message);
 
+    /// <summary>The process may not do what a program needs (a capability it lacks), found before any bpf() call; <see cref="Errno"/> is EPERM.</summary>
+    public static BpfException NotPermitted(string message) => new(Interop.Errno.EPERM, message);
+
     private BpfException(int errno, string message)
         : base(message)
     {

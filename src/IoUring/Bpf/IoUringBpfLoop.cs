@@ -1,6 +1,8 @@
 using System;
+using System.Collections.Concurrent;
 using System.Collections.Generic;
 using System.Linq;
+using System.Runtime.CompilerServices;
 
 namespace IoUring.Bpf;
 
@@ -110,6 +112,26 @@ internal static class IoUringBpfLoop
             throw new FormatException($"{section} references maps ({program.MapReferences[0].MapName}); loop programs keep their state in the ring's memory region, and this loader creates no maps for them.");
         }
 
+        // What to load and where to write is fixed for one object, section and kernel: worked out
+        // once per process (reading the kernel's BTF, megabytes, each time would cost every ring).
+        ConcurrentDictionary<(string, string), AttachPlan> plans = s_plans.GetOrCreateValue(elf);
+        if (!plans.TryGetValue((section, btfPath), out AttachPlan? plan))
+        {
+            plan = Plan(elf, program, section, sleepable, btfPath);
+            plans.TryAdd((section, btfPath), plan);
+        }
+
+        return AttachLoaded(ringFd, elf.License, plan.Instructions, sleepable, plan.OpsId, plan.MemberIndex, plan.ValueId, plan.ValueSize,
+            plan.ProgramOffset, plan.RingFdOffset, plan.MemberName);
+    }
+
+    private static readonly ConditionalWeakTable<BpfElfObject, ConcurrentDictionary<(string, string), AttachPlan>> s_plans = new();
+
+    /// <summary>The relocated program and the map value's layout for one object's section on one kernel.</summary>
+    private sealed record AttachPlan(byte[] Instructions, uint OpsId, uint MemberIndex, uint ValueId, uint ValueSize, int ProgramOffset, int RingFdOffset, string MemberName);
+
+    private static AttachPlan Plan(BpfElfObject elf, BpfElfProgram program, string section, bool sleepable, string btfPath)
+    {
         string memberName = section[(sleepable ? SleepableSectionPrefix : SectionPrefix).Length..];
         BtfIndex btf = BtfIndex.Load(btfPath)
             ?? throw BpfException.Unsupported($"The kernel exposes no BTF ({btfPath}), so it has no struct {OpsType} (the io_uring BPF loop, Linux 7.1) that this loader can name.");
@@ -144,7 +166,7 @@ internal static class IoUringBpfLoop
         }
 
         byte[] instructions = BpfElfObject.Relocate(program, map => throw new InvalidOperationException(map), KfuncId);
-        return AttachLoaded(ringFd, elf.License, instructions, sleepable, (uint)opsId, (uint)memberIndex, (uint)valueId, valueSize,
+        return new AttachPlan(instructions, (uint)opsId, (uint)memberIndex, (uint)valueId, valueSize,
             dataMember.ByteOffset + opsMembers[memberIndex].ByteOffset, dataMember.ByteOffset + ringFdMember.ByteOffset, memberName);
     }
 

@@ -60,7 +60,9 @@ internal sealed unsafe class Ring : IDisposable
         Features = p.Features;
         SqEntries = p.SqEntries;
         CqEntries = p.CqEntries;
+        SqHeadOffset = p.SqOff.Head;
         SqTailOffset = p.SqOff.Tail;
+        CqHeadOffset = p.CqOff.Head;
         CqTailOffset = p.CqOff.Tail;
         CqesOffset = p.CqOff.Cqes;
 
@@ -138,12 +140,18 @@ internal sealed unsafe class Ring : IDisposable
     public uint CqMask => _cqMask;
 
     /// <summary>
-    /// Where the SQ tail, the CQ tail and the CQEs are in the ring mapping (io_uring_params sq_off
+    /// Where the SQ and CQ heads and tails and the CQEs are in the ring mapping (io_uring_params sq_off
     /// and cq_off): offsets from the start of the SQ/CQ header memory, which is also what an
     /// io_uring BPF loop program reaches as region IOU_REGION_CQ (io_uring/bpf-ops.c: ring_region,
     /// the memory IORING_OFF_SQ_RING maps).
     /// </summary>
     public uint SqTailOffset { get; }
+
+    /// <inheritdoc cref="SqTailOffset"/>
+    public uint SqHeadOffset { get; }
+
+    /// <inheritdoc cref="SqTailOffset"/>
+    public uint CqHeadOffset { get; }
 
     /// <inheritdoc cref="SqTailOffset"/>
     public uint CqTailOffset { get; }

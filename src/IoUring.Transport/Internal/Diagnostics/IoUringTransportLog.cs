@@ -74,4 +74,13 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(22, LogLevel.Warning, "IncomingCpu dispatch with {RingCount} rings on {CpuCount} allowed CPUs: each CPU's connections go to one ring, so rings beyond the CPU count get no TCP connections and with fewer rings some rings serve several CPUs. Set RingCount to the CPU count.", EventName = "RingCountDiffersFromCpus")]
     public static partial void RingCountDiffersFromCpus(ILogger logger, int ringCount, int cpuCount);
+
+    [LoggerMessage(23, LogLevel.Warning, "The kernel event loop (KernelEventLoop WhereAvailable) is unavailable; {RingCount} of {TotalRings} rings run their loop in user space instead: {Reason}", EventName = "KernelEventLoopFallback")]
+    public static partial void KernelEventLoopFallback(ILogger logger, int ringCount, int totalRings, string reason);
+
+    [LoggerMessage(24, LogLevel.Debug, "The kernel's verifier refused the event loop program:\n{VerifierLog}", EventName = "KernelEventLoopVerifierLog")]
+    public static partial void KernelEventLoopVerifierLog(ILogger logger, string verifierLog);
+
+    [LoggerMessage(25, LogLevel.Debug, "Kernel event loop: {KernelEventLoop} requested, running on {RingCount} of {TotalRings} rings.", EventName = "KernelEventLoopStarted")]
+    public static partial void KernelEventLoopStarted(ILogger logger, KernelEventLoop kernelEventLoop, int ringCount, int totalRings);
 }

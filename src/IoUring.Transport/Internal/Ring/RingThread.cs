@@ -5,6 +5,7 @@ using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 using System.Threading;
 using System.Threading.Tasks;
+using IoUring.Bpf;
 using IoUring.Interop;
 using Microsoft.Extensions.Logging;
 
@@ -37,6 +38,10 @@ internal sealed unsafe class RingThread
     private Ring? _ring;
     private ReceiveBuffers? _buffers;
     private RingWaker? _waker;
+    private RingKernelLoop? _kernelLoop; // the ring's event loop in the kernel, if attached (ring thread only)
+    private long _kernelSubmitted;       // the kernel loop's counters, copied after each enter (ring thread writes,
+    private long _kernelSteps;           // any thread reads: the program's page is freed with the ring)
+    private long _kernelSleeps;
     private volatile bool _stopping;   // set by Stop; the loop ends once no slot is in use.
     private long _activeConnections;   // ring thread writes; see ActiveConnections.
     private bool _dataDelivered;       // data went to an application since the ring last slept (ring thread only).
@@ -91,7 +96,23 @@ internal sealed unsafe class RingThread
 
     public long Enters => _ring?.EnterCalls ?? 0;
 
-    public long Submissions => _ring?.Submitted ?? 0;
+    /// <summary>SQEs submitted: by io_uring_enter, or by the kernel event loop's program.</summary>
+    public long Submissions => (_ring?.Submitted ?? 0) + Volatile.Read(ref _kernelSubmitted);
+
+    /// <summary>The kernel event loop's loop_step calls so far (0 without it).</summary>
+    public long KernelEventLoopSteps => Volatile.Read(ref _kernelSteps);
+
+    /// <summary>The times the kernel event loop slept until a completion (0 without it).</summary>
+    public long KernelEventLoopSleeps => Volatile.Read(ref _kernelSleeps);
+
+    /// <summary>Whether this ring's event loop runs in the kernel (set before the loop starts).</summary>
+    public bool RunsKernelEventLoop { get; private set; }
+
+    /// <summary>Why the kernel event loop was asked for and not attached (<see cref="KernelEventLoop.WhereAvailable"/>); null otherwise. Set before the loop starts.</summary>
+    public BpfException? KernelEventLoopRefusal { get; private set; }
+
+    /// <summary>The kernel-wide ids of the attached loop's program, map and link (tests check they are gone after the stop).</summary>
+    public (uint Program, uint Map, uint Link) KernelEventLoopIds { get; private set; }
 
     public long Completions { get; private set; }
 
@@ -227,6 +248,7 @@ internal sealed unsafe class RingThread
             _buffers = new ReceiveBuffers(BufferRing.Create(_ring, 0, _options.ReceiveBufferCount, _options.ReceiveBufferSize));
             _waker = RingWaker.Create();
             ArmWakeRead();
+            AttachKernelEventLoop();
         }
         catch (Exception ex)
         {
@@ -273,6 +295,39 @@ internal sealed unsafe class RingThread
     }
 
     /// <summary>
+    /// Attaches the event loop program to the ring when the options ask for it, before the first
+    /// enter. Refused where it is only wanted where available: the ring runs the user-space loop
+    /// and the refusal is kept for the one warning (<see cref="KernelEventLoopRefusal"/>).
+    /// </summary>
+    private void AttachKernelEventLoop()
+    {
+        if (_options.KernelEventLoop == KernelEventLoop.Off)
+        {
+            return;
+        }
+
+        try
+        {
+            if (BpfPrivileges.MissingForStructOps() is string missing)
+            {
+                throw BpfException.NotPermitted($"The process lacks {missing}, which loading the io_uring BPF event loop (a struct_ops program) needs.");
+            }
+
+            _kernelLoop = RingKernelLoop.Attach(_ring!);
+            RunsKernelEventLoop = true;
+            KernelEventLoopIds = _kernelLoop.Ids;
+        }
+        catch (BpfException ex) when (_options.KernelEventLoop == KernelEventLoop.WhereAvailable)
+        {
+            KernelEventLoopRefusal = ex;
+        }
+        catch (BpfException ex)
+        {
+            throw new InvalidOperationException($"KernelEventLoop is Required, and ring {Index} cannot run the io_uring BPF event loop: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>
     /// One turn of the loop: run posted work, put given-back buffers into the buffer ring, reap and
     /// route completions, re-arm receives that waited for buffers; then stop, go round again at once
     /// (something happened, so submit what it queued), wait briefly for a response, or sleep until
@@ -290,7 +345,7 @@ internal sealed unsafe class RingThread
 
         if (worked || reaped > 0)
         {
-            Submit(_ring!.Submit());
+            SubmitQueued();
             return true;
         }
 
@@ -378,8 +433,37 @@ internal sealed unsafe class RingThread
             return;
         }
 
-        Submit(_ring!.SubmitAndWait(1));
+        SubmitAndWait();
         _waker.EndSleep();
+    }
+
+    /// <summary>Submits what is queued and reaps what completed, without waiting: one enter, if there is anything to do.</summary>
+    private void SubmitQueued()
+    {
+        _kernelLoop?.PrepareEnter(wait: false);
+        Submit(_ring!.Submit());
+        AfterKernelLoopEnter();
+    }
+
+    /// <summary>Submits what is queued and waits for at least one completion (the wake read's, at the latest).</summary>
+    private void SubmitAndWait()
+    {
+        // With the kernel event loop the enter's own counts are ignored (io_uring/loop.c): the
+        // program submits, and it waits because it is told to.
+        _kernelLoop?.PrepareEnter(wait: true);
+        Submit(_ring!.SubmitAndWait(1));
+        AfterKernelLoopEnter();
+    }
+
+    private void AfterKernelLoopEnter()
+    {
+        if (_kernelLoop is { } loop)
+        {
+            Volatile.Write(ref _kernelSubmitted, (long)loop.Submitted);
+            Volatile.Write(ref _kernelSteps, (long)loop.Steps);
+            Volatile.Write(ref _kernelSleeps, (long)loop.Sleeps);
+            loop.ThrowIfSubmitFailed();
+        }
     }
 
     /// <summary>Notes that received data went to an application: its response is likely to follow shortly (ring thread).</summary>
@@ -441,6 +525,7 @@ internal sealed unsafe class RingThread
     {
         _buffers?.Dispose(); // before the ring closes; leaks them if an application still references some
         _ring?.Dispose();
+        _kernelLoop?.Dispose(); // after the ring: the ring's memory region pins its page until the ring is freed
         _waker?.Dispose();   // after the ring: its pending read wrote into the waker's memory
     }
 }

@@ -1,0 +1,183 @@
+using System;
+using System.IO;
+using System.Runtime.InteropServices;
+using IoUring.Bpf;
+
+namespace IoUring.Transport.Internal;
+
+/// <summary>
+/// One ring's event loop in the kernel: bpf/event_loop.bpf.c attached to the ring as its struct
+/// io_uring_bpf_ops, and the page of memory the program and the ring thread share (registered as
+/// the ring's memory region, IORING_REGISTER_MEM_REGION). Once attached, each io_uring_enter of
+/// the ring thread runs the program, which submits what the ring thread queued and, when the ring
+/// thread asked it to wait (<see cref="PrepareEnter"/>), sleeps in the kernel until a completion is
+/// ready (docs/design.md, "The kernel event loop").
+/// </summary>
+/// <remarks>
+/// Created, used and disposed on the ring thread only, like the ring. The shared page is written
+/// by the ring thread between its enters and by the program during them, on the same thread: plain
+/// loads and stores are ordered by the system call itself on both sides.
+/// </remarks>
+internal sealed unsafe class RingKernelLoop : IDisposable
+{
+    public const string ResourceName = "IoUring.Transport.Bpf.event_loop.bpf.o";
+    public const string Section = "struct_ops.s/loop_step";
+
+    /// <summary>EVENT_LOOP_REGION_SIZE (bpf/iou_loop.h): the bytes of each region the program reads.</summary>
+    private const int RegionSize = 4096;
+
+    private static readonly Lazy<BpfElfObject> s_object = new(Read);
+
+    private readonly Ring _ring;
+    private readonly nuint _pageSize;
+    private void* _page;
+    private IoUringBpfLoopAttachment? _attachment;
+
+    /// <summary>struct event_loop_shared (bpf/iou_loop.h); who writes each field is said there.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    private struct Shared
+    {
+        public uint SqHead;
+        public uint SqTail;
+        public uint CqHead;
+        public uint CqTail;
+        public uint Wait;
+        public uint Pass;
+        public int Error;
+        public uint Reserved;
+        public ulong Steps;
+        public ulong Submitted;
+        public ulong Sleeps;
+    }
+
+    private RingKernelLoop(Ring ring)
+    {
+        _ring = ring;
+        _pageSize = (nuint)Math.Max(Environment.SystemPageSize, RegionSize);
+    }
+
+    private Shared* State => (Shared*)_page;
+
+    /// <summary>loop_step calls since the attach (the program counts them).</summary>
+    public ulong Steps => State->Steps;
+
+    /// <summary>SQEs the program submitted.</summary>
+    public ulong Submitted => State->Submitted;
+
+    /// <summary>Times the program asked the kernel to sleep until a completion.</summary>
+    public ulong Sleeps => State->Sleeps;
+
+    /// <summary>
+    /// Attaches the program to <paramref name="ring"/> (the ring thread, before its first enter).
+    /// The shared page is registered as the ring's memory region only once the program is attached,
+    /// so a refusal leaves the ring as it was, usable by the user-space loop.
+    /// </summary>
+    /// <exception cref="BpfException">The kernel lacks the loop, the process lacks the privilege, or the kernel refused the program (its verifier log attached).</exception>
+    public static RingKernelLoop Attach(Ring ring)
+    {
+        if (!IoUringTransportFactory.IsIoUringBpfLoopAvailable)
+        {
+            // Read once per process from the kernel's BTF: the same answer for every ring.
+            throw BpfException.Unsupported($"This kernel has no io_uring BPF event loop (struct {IoUringBpfLoop.OpsType} and its kfuncs, Linux 7.1) in its BTF.");
+        }
+
+        if (!ring.DeferTaskRun)
+        {
+            throw BpfException.Unsupported("The ring has no IORING_SETUP_DEFER_TASKRUN (its kernel is older than 6.1), which the io_uring BPF loop requires.");
+        }
+
+        if (ring.CqesOffset > RegionSize)
+        {
+            throw BpfException.Unsupported($"The ring's headers end at byte {ring.CqesOffset}, past the {RegionSize} bytes the event loop program reads.");
+        }
+
+        var loop = new RingKernelLoop(ring);
+        try
+        {
+            loop._page = NativeMemory.AlignedAlloc(loop._pageSize, loop._pageSize);
+            new Span<byte>(loop._page, (int)loop._pageSize).Clear();
+            Shared* shared = loop.State;
+            shared->SqHead = ring.SqHeadOffset;
+            shared->SqTail = ring.SqTailOffset;
+            shared->CqHead = ring.CqHeadOffset;
+            shared->CqTail = ring.CqTailOffset;
+            loop._attachment = IoUringBpfLoop.Attach(ring.Fd, s_object.Value, Section);
+            // After the attach and before any enter: the program reads the region on its first pass.
+            ring.RegisterMemoryRegion(loop._page, loop._pageSize);
+            return loop;
+        }
+        catch
+        {
+            loop._attachment?.Dispose();
+            loop._attachment = null;
+            if (loop._page is not null)
+            {
+                NativeMemory.AlignedFree(loop._page); // not registered: the registration is the last step
+                loop._page = null;
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>The kernel-wide ids of the program, its map and its link (bpftool), for tests.</summary>
+    public (uint Program, uint Map, uint Link) Ids => _attachment is { } a ? (a.ProgramId, a.MapId, a.LinkId) : default;
+
+    /// <summary>
+    /// Before an io_uring_enter of the ring thread: the program's first pass lets the kernel run
+    /// the ring's task work once; then it stops, or with <paramref name="wait"/> sleeps until a
+    /// completion is ready (the user-space loop's min_complete of 1). An enter the binding makes
+    /// on its own (a full SQ in <see cref="Ring.GetSqeSubmitIfFull"/>) only submits.
+    /// </summary>
+    public void PrepareEnter(bool wait)
+    {
+        Shared* shared = State;
+        shared->Wait = wait ? 1u : 0u;
+        shared->Pass = 0;
+    }
+
+    /// <summary>
+    /// Raises what the program's last submit failed with, if anything: -EAGAIN and -EBUSY (the
+    /// kernel short of memory, or overflowed completions to flush first) are transient and the
+    /// next enter retries, as the user-space loop does with io_uring_enter's result.
+    /// </summary>
+    public void ThrowIfSubmitFailed()
+    {
+        int error = State->Error;
+        if (error == 0)
+        {
+            return;
+        }
+
+        State->Error = 0;
+        if (error != -Interop.Errno.EAGAIN && error != -Interop.Errno.EBUSY)
+        {
+            throw new IoUringException("bpf_io_uring_submit_sqes in the kernel event loop", -error);
+        }
+    }
+
+    /// <summary>
+    /// Detaches the program and frees the shared page. Call after the ring is disposed: the ring's
+    /// memory region pins the page until the ring is freed, and closing the ring detaches the loop
+    /// first (the link then only has to be closed).
+    /// </summary>
+    public void Dispose()
+    {
+        _attachment?.Dispose();
+        _attachment = null;
+        if (_page is not null)
+        {
+            NativeMemory.AlignedFree(_page);
+            _page = null;
+        }
+    }
+
+    private static BpfElfObject Read()
+    {
+        using Stream stream = typeof(RingKernelLoop).Assembly.GetManifestResourceStream(ResourceName)
+            ?? throw new InvalidOperationException($"The embedded BPF object {ResourceName} is missing from {typeof(RingKernelLoop).Assembly.GetName().Name}.");
+        byte[] bytes = new byte[stream.Length];
+        stream.ReadExactly(bytes);
+        return BpfElfObject.Parse(bytes);
+    }
+}

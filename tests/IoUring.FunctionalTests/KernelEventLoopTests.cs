@@ -1,0 +1,168 @@
+using System;
+using System.Linq;
+using System.Net.Http;
+using System.Threading.Tasks;
+using IoUring.Bpf;
+using IoUring.Transport;
+using IoUring.Transport.Internal;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Logging;
+using Xunit;
+
+namespace IoUring.FunctionalTests;
+
+/// <summary>
+/// The kernel event loop (<see cref="IoUringTransportOptions.KernelEventLoop"/>): on a kernel with
+/// struct io_uring_bpf_ops (Linux 7.1+; the 7.2 leg of scripts/test-kernels.sh) each ring runs the
+/// program, serves, sleeps in the kernel when idle and leaves nothing behind; on one without it
+/// (the host's 6.18, 6.1) Required fails at start naming what is missing and WhereAvailable serves
+/// on the user-space loop with one warning. Each test asserts what the running kernel must do.
+/// </summary>
+[Collection(IsolatedCollection.Name)]
+public class KernelEventLoopTests
+{
+    private static readonly bool s_kernelHasLoop = IoUringTransportFactory.IsIoUringBpfLoopAvailable;
+
+    [Fact]
+    public async Task RequiredRunsEveryRingInTheKernelOrFailsAtStartNamingWhatIsMissing()
+    {
+        if (!s_kernelHasLoop)
+        {
+            InvalidOperationException refused = await Assert.ThrowsAsync<InvalidOperationException>(
+                () => IoUringServer.StartAsync(o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 2; }));
+            Assert.Contains("KernelEventLoop is Required", refused.Message, StringComparison.Ordinal);
+            Assert.Contains("io_uring_bpf_ops", refused.Message, StringComparison.Ordinal);
+            return;
+        }
+
+        (uint Program, uint Map, uint Link)[] ids;
+        await using (IoUringServer server = await IoUringServer.StartAsync(
+            o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 2; },
+            app: context => context.Response.WriteAsync("kernel")))
+        {
+            Assert.Equal(2, server.Factory.KernelEventLoopRings);
+            Assert.All(server.Group.Rings, r => Assert.True(r.RunsKernelEventLoop));
+            ids = server.Group.Rings.Select(r => r.KernelEventLoopIds).ToArray();
+            Assert.All(ids, id => Assert.True(BpfSyscall.ProgramExists(id.Program) && BpfSyscall.MapExists(id.Map) && BpfSyscall.LinkExists(id.Link)));
+
+            // Keep-alive requests and a new connection per request: accepts, receives, sends and
+            // cross-thread posts (the send loop's) all go through the program.
+            using (HttpClient client = new() { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}/") })
+            {
+                for (int i = 0; i < 50; i++)
+                {
+                    Assert.Equal("kernel", await client.GetStringAsync("/", TestContext.Current.CancellationToken).DefaultTimeout());
+                }
+            }
+
+            for (int i = 0; i < 20; i++)
+            {
+                using RawConnection connection = await RawConnection.ConnectAsync(server.Port);
+                await connection.SendAsync("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                string response = await connection.ReadToEndAsStringAsync().DefaultTimeout();
+                Assert.StartsWith("HTTP/1.1 200", response, StringComparison.Ordinal);
+                Assert.EndsWith("\r\n6\r\nkernel\r\n0\r\n\r\n", response, StringComparison.Ordinal); // chunked: no Content-Length was set
+            }
+
+            Assert.All(server.Group.Rings, r => Assert.True(r.KernelEventLoopSteps > 0, $"ring {r.Index}'s program never ran"));
+            Assert.True(server.Group.Rings.Sum(r => r.Submissions) > 0, "the program's submissions are counted");
+        }
+
+        // Stopped: every ring's program, struct_ops map and link are gone from the kernel.
+        Assert.All(ids, id => Assert.False(BpfSyscall.ProgramExists(id.Program) || BpfSyscall.MapExists(id.Map) || BpfSyscall.LinkExists(id.Link),
+            $"program {id.Program}, map {id.Map} or link {id.Link} outlived the host"));
+    }
+
+    [Fact]
+    public async Task WhereAvailableRunsInTheKernelOrServesInUserSpaceWithOneWarning()
+    {
+        var logs = new CapturingLoggerProvider();
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            o => { o.KernelEventLoop = KernelEventLoop.WhereAvailable; o.RingCount = 2; },
+            app: context => context.Response.WriteAsync("served"),
+            logs: logs,
+            minimumLevel: LogLevel.Debug);
+        using (HttpClient client = new() { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}/") })
+        {
+            Assert.Equal("served", await client.GetStringAsync("/", TestContext.Current.CancellationToken).DefaultTimeout());
+        }
+
+        var fallbacks = logs.Entries.Where(e => e.EventId.Name == "KernelEventLoopFallback").ToList();
+        if (s_kernelHasLoop)
+        {
+            Assert.Empty(fallbacks);
+            Assert.Equal(2, server.Factory.KernelEventLoopRings);
+        }
+        else
+        {
+            var warning = Assert.Single(fallbacks);
+            Assert.Equal(LogLevel.Warning, warning.Level);
+            Assert.Contains("io_uring_bpf_ops", warning.Message, StringComparison.Ordinal);
+            Assert.Equal(0, server.Factory.KernelEventLoopRings);
+            Assert.All(server.Group.Rings, r => Assert.Equal(0, r.KernelEventLoopSteps));
+        }
+
+        Assert.Contains(logs.Entries, e => e.EventId.Name == "KernelEventLoopStarted" && e.Message.Contains($"running on {server.Factory.KernelEventLoopRings} of 2 rings", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task AnIdleRingSleepsInTheKernelInsteadOfSpinning()
+    {
+        if (!s_kernelHasLoop)
+        {
+            // Nothing of the kernel loop runs here: Off is the default and adds no step.
+            await using IoUringServer plain = await IoUringServer.StartAsync(o => o.RingCount = 1);
+            Assert.Equal(0, plain.Group.Rings[0].KernelEventLoopSteps);
+            return;
+        }
+
+        await using IoUringServer server = await IoUringServer.StartAsync(o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 1; });
+        RingThread ring = server.Group.Rings[0];
+        using (HttpClient client = new() { BaseAddress = new Uri($"http://127.0.0.1:{server.Port}/") })
+        {
+            await client.GetAsync("/", TestContext.Current.CancellationToken).DefaultTimeout();
+        }
+
+        // The client is gone; once the ring has slept in the kernel it has nothing left to do.
+        // Over a quiet two seconds a loop that spun in the kernel (CONTINUE without a wait) would
+        // burn the whole time on its thread; a sleeping one nothing, or a tick or two.
+        await TestWait.UntilAsync(() => ring.KernelEventLoopSleeps > 0, () => "the ring never slept in the kernel");
+        long before = RingThreadCpuTicks(ring.Index);
+        await Task.Delay(TimeSpan.FromSeconds(2), TestContext.Current.CancellationToken); // the window measured, not a wait for an event
+        long used = RingThreadCpuTicks(ring.Index) - before;
+        Assert.True(used < 10, $"the idle ring's thread used {used} clock ticks of CPU in two seconds");
+    }
+
+    /// <summary>User plus system CPU time of ring thread <paramref name="ring"/>, in clock ticks (proc(5): /proc/self/task/*/stat fields 14 and 15).</summary>
+    private static long RingThreadCpuTicks(int ring)
+    {
+        string name = $"io_uring ring {ring}";
+        name = name[..Math.Min(name.Length, 15)]; // the kernel keeps 15 characters of a thread's name
+        foreach (string task in System.IO.Directory.GetDirectories("/proc/self/task"))
+        {
+            string stat;
+            try
+            {
+                stat = System.IO.File.ReadAllText(System.IO.Path.Combine(task, "stat"));
+            }
+            catch (System.IO.IOException)
+            {
+                continue; // the thread ended meanwhile
+            }
+
+            // pid (comm) state ...: the name is in parentheses and may hold spaces; fields follow the last ')'.
+            int open = stat.IndexOf('(', StringComparison.Ordinal);
+            int close = stat.LastIndexOf(')');
+            if (stat[(open + 1)..close] != name)
+            {
+                continue;
+            }
+
+            string[] fields = stat[(close + 2)..].Split(' ');
+            // fields[0] is field 3 (state): utime is field 14, stime field 15.
+            return long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        throw new InvalidOperationException($"No thread named {name}.");
+    }
+}
