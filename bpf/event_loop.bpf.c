@@ -15,7 +15,9 @@
  *      entered);
  *   2. first pass of an enter: returns CONTINUE with cq_wait_idx at the CQ tail, which asks for no
  *      sleep, so the kernel runs the task work once and posts what completed: an enter that only
- *      submits still reaps, as io_uring_enter with IORING_ENTER_GETEVENTS does;
+ *      submits still reaps, as io_uring_enter with IORING_ENTER_GETEVENTS does. Every STOP
+ *      resets the pass count, so any enter, even one the ring thread did not prepare (the
+ *      binding submitting a full SQ), starts at this pass;
  *   3. later passes: returns STOP when the ring thread asked only to submit (shared->wait 0), or
  *      when a CQE is ready (the CQ tail past the CQ head the ring thread last published): the
  *      ring thread routes every completion itself;
@@ -68,6 +70,7 @@ int event_loop_step(__u64 *args)
 		if (submitted < 0) {
 			/* -EAGAIN, -EBUSY: transient, the ring thread enters again; anything else it raises. */
 			shared->error = submitted;
+			shared->pass = 0;
 			return IOU_LOOP_STOP;
 		}
 		shared->submitted += submitted;
@@ -83,9 +86,12 @@ int event_loop_step(__u64 *args)
 		return IOU_LOOP_CONTINUE;
 	}
 
-	/* 3. Return to user space when asked only to submit, or when a completion is ready. */
-	if (!shared->wait || tail != *(volatile __u32 *)(rings + cq_head))
+	/* 3. Return to user space when asked only to submit, or when a completion is ready; the next
+	 * enter starts at its first pass again. */
+	if (!shared->wait || tail != *(volatile __u32 *)(rings + cq_head)) {
+		shared->pass = 0;
 		return IOU_LOOP_STOP;
+	}
 
 	/* 4. Nothing yet: sleep until the next CQE. */
 	shared->sleeps++;

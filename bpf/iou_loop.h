@@ -133,9 +133,11 @@ struct loop_probe_shared {
  * Writers:
  *   sq_head .. cq_tail  user space, before attaching: where the ring's heads and tails are in the
  *                       IOU_REGION_CQ region (io_uring_params sq_off.head/tail, cq_off.head/tail);
- *   wait, pass          user space, before each io_uring_enter: wait 1 to wait for a completion,
- *                       0 to submit and reap; pass 0 (the program counts its passes of one enter
- *                       in it);
+ *   wait                user space, around an io_uring_enter: 1 for that enter to wait for a
+ *                       completion, else 0 (submit and reap);
+ *   pass                the program: its passes in the current enter, back to 0 at each STOP
+ *                       (user space also zeroes it before its enters: an enter cut short by a
+ *                       signal returns without a STOP);
  *   error .. sleeps     the program, during io_uring_enter: the last submit error (negated errno;
  *                       user space clears it), and counters of passes, SQEs submitted and sleeps.
  * User space reads the program's fields only between its enters (the program runs inside them, on

@@ -126,8 +126,8 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     /// <summary>
     /// Before an io_uring_enter of the ring thread: the program's first pass lets the kernel run
     /// the ring's task work once; then it stops, or with <paramref name="wait"/> sleeps until a
-    /// completion is ready (the user-space loop's min_complete of 1). An enter the binding makes
-    /// on its own (a full SQ in <see cref="Ring.GetSqeSubmitIfFull"/>) only submits.
+    /// completion is ready (the user-space loop's min_complete of 1). Zeroing the pass count
+    /// covers an enter a signal cut short (the program zeroes it at every STOP).
     /// </summary>
     public void PrepareEnter(bool wait)
     {
@@ -135,6 +135,12 @@ internal sealed unsafe class RingKernelLoop : IDisposable
         shared->Wait = wait ? 1u : 0u;
         shared->Pass = 0;
     }
+
+    /// <summary>
+    /// After a waiting enter: enters the binding makes on its own (a full SQ in
+    /// <see cref="Ring.GetSqeSubmitIfFull"/>) must only submit and reap, never sleep.
+    /// </summary>
+    public void EndWait() => State->Wait = 0;
 
     /// <summary>
     /// Raises what the program's last submit failed with, if anything: -EAGAIN and -EBUSY (the

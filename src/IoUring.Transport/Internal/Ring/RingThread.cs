@@ -451,7 +451,15 @@ internal sealed unsafe class RingThread
         // With the kernel event loop the enter's own counts are ignored (io_uring/loop.c): the
         // program submits, and it waits because it is told to.
         _kernelLoop?.PrepareEnter(wait: true);
-        Submit(_ring!.SubmitAndWait(1));
+        try
+        {
+            Submit(_ring!.SubmitAndWait(1));
+        }
+        finally
+        {
+            _kernelLoop?.EndWait();
+        }
+
         AfterKernelLoopEnter();
     }
 
