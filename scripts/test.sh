@@ -8,3 +8,5 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 dotnet build Transport.sln -c Release -warnaserror -p:RingAsserts=true
 # --blame-hang-timeout: a hung test fails the run with a dump instead of stalling CI.
 dotnet test Transport.sln -c Release --no-build --blame-hang-timeout 5m "$@"
+# The package as users get it: packed, installed by a fresh app from a local folder, serving.
+bash scripts/test-package.sh
