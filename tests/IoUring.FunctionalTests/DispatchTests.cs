@@ -287,7 +287,7 @@ public class DispatchTests
     /// </summary>
     private static async Task<(string Output, int? ExitCode)> RunSampleWithoutCapabilities(bool strict)
     {
-        string sample = SamplePath();
+        string sample = SampleApp.PathOf("HelloWorld");
         var start = new ProcessStartInfo("setpriv")
         {
             RedirectStandardOutput = true,
@@ -353,23 +353,6 @@ public class DispatchTests
         {
             return (output.ToString(), killed ? null : process.ExitCode);
         }
-    }
-
-    /// <summary>samples/HelloWorld's build output in the configuration this test was built in.</summary>
-    private static string SamplePath()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        string configuration = directory.Parent!.Name; // bin/<configuration>/<framework>/
-        string framework = directory.Name;
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Transport.sln")))
-        {
-            directory = directory.Parent;
-        }
-
-        Assert.NotNull(directory);
-        string path = Path.Combine(directory.FullName, "samples", "HelloWorld", "bin", configuration, framework, "HelloWorld.dll");
-        Assert.True(File.Exists(path), $"{path} is missing: build the solution first");
-        return path;
     }
 
     private static int[] ExpectedCpus(List<int> cpus, int rings, int ring) => ConnectionDispatcher.RingOfCpu(cpus, rings).Where(e => e.Value == ring).Select(e => e.Key).Order().ToArray();
