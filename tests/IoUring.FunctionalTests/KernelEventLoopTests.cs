@@ -77,6 +77,34 @@ public class KernelEventLoopTests
     }
 
     [Fact]
+    public async Task ARingThatFailsWithTheLoopAttachedResetsItsConnectionsAndDetachesTheLoop()
+    {
+        Assert.SkipUnless(s_kernelHasLoop, "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.");
+
+        var logs = new CapturingLoggerProvider();
+        await using IoUringServer server = await IoUringServer.StartAsync(
+            o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 1; },
+            ConnectionMiddlewareTests.Echo,
+            logs: logs);
+        RingThread ring = server.Group.Rings[0];
+        (uint Program, uint Map, uint Link) ids = ring.KernelEventLoopIds;
+        using RawConnection client = await RawConnection.ConnectAsync(server.Port);
+        Assert.Equal("ping"u8.ToArray(), await client.EchoAsync("ping"u8.ToArray()).DefaultTimeout());
+
+        ring.Post(new RingLifetimeTests.ThrowingWork(), 0);
+
+        // The ring's failure ends its connection (a reset, or the end of the stream) and its
+        // clean-up closes the ring and the loop's link: the program, map and link leave the
+        // kernel while the host still runs (after the kernel's RCU-deferred frees).
+        (_, _) = await client.ReadToEndOrResetAsync().DefaultTimeout();
+        await TestWait.UntilAsync(() => !ring.IsRunning, () => "the failed ring's thread is still running");
+        await TestWait.UntilAsync(
+            () => !BpfSyscall.ProgramExists(ids.Program) && !BpfSyscall.MapExists(ids.Map) && !BpfSyscall.LinkExists(ids.Link),
+            () => $"the failed ring's program {ids.Program}, map {ids.Map} or link {ids.Link} is still in the kernel");
+        Assert.Single(logs.Entries, e => e.EventId.Name == "RingFailed");
+    }
+
+    [Fact]
     public async Task WhereAvailableRunsInTheKernelOrServesInUserSpaceWithOneWarning()
     {
         var logs = new CapturingLoggerProvider();

@@ -130,6 +130,7 @@ public class RingLifetimeTests
                 {
                     o.FallbackToSockets = false;
                     o.RingCount = 1;
+                    o.KernelEventLoop = TransportSelector.KernelEventLoop;
                 })
                 .Configure(_ => { }),
             logs,
@@ -144,7 +145,7 @@ public class RingLifetimeTests
     }
 
     /// <summary>Fault injection: work that throws on the ring thread, which no connection's handling catches.</summary>
-    private sealed class ThrowingWork : IRingWork
+    internal sealed class ThrowingWork : IRingWork
     {
         public void Execute(RingThread ring, int operation) => throw new InvalidOperationException("Injected ring failure.");
 
