@@ -10,6 +10,8 @@ command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v clang >/dev/null || need_apt+=(clang)
 command -v make >/dev/null || need_apt+=(make)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+# scripts/test-package.sh lists what the packed package holds.
+command -v unzip >/dev/null || need_apt+=(unzip)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing ${need_apt[*]}; run as root or install them" >&2
