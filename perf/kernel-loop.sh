@@ -55,6 +55,9 @@ if [ "${1:-}" = --guest ]; then
   exit 0
 fi
 
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "perf/kernel-loop.sh: $tool is required (apt-get install $tool)" >&2; exit 1; }
+done
 dotnet build perf/BenchmarkApp/BenchmarkApp.csproj -c Release --artifacts-path perf/.artifacts -nologo -v q > /dev/null
 dir=perf/results/kernel-loop-$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$dir"
