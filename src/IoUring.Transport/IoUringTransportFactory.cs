@@ -163,6 +163,7 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
             {
                 RingGroup group = RingGroup.Start(_options, _logger);
                 LogKernelEventLoop(group);
+                LogRingRestriction(group);
                 try
                 {
                     _dispatcher = ConnectionDispatcher.Start(group, _options, _logger);
@@ -265,6 +266,17 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         catch (IoUringUnavailableException ex)
         {
             return ex;
+        }
+    }
+
+    private void LogRingRestriction(RingGroup group)
+    {
+        // Debug, not a warning: the allowlist is hardening the user did not ask for by name, and
+        // every kernel before 7.0 lacks it. One line for the group: the rings share the reason.
+        RingThread[] refused = group.Rings.Where(r => r.OperationRestrictionRefusal is not null).ToArray();
+        if (refused.Length > 0)
+        {
+            IoUringTransportLog.RingOperationsUnrestricted(_logger, refused.Length, group.Rings.Length, refused[0].OperationRestrictionRefusal!.Message);
         }
     }
 

@@ -96,6 +96,17 @@ public sealed class IoUringTransportOptions
     /// <remarks>Defaults to <see cref="KernelEventLoop.Off"/> (perf/README.md, "The kernel event loop", says why).</remarks>
     public KernelEventLoop KernelEventLoop { get; set; } = KernelEventLoop.Off;
 
+    /// <summary>
+    /// Whether each ring runs only the io_uring operations the transport submits (accept, receive,
+    /// send and sendmsg with their zero-copy forms, cancel, read of its wake eventfd, timeout) and
+    /// denies every other with EACCES, so memory corruption in the process cannot use a ring to
+    /// open files or connect elsewhere. It is an io_uring BPF filter (IORING_REGISTER_BPF_FILTER,
+    /// Linux 7.0+), which needs no privilege on the process's own rings; on older kernels the rings
+    /// run without it (logged once at Debug).
+    /// </summary>
+    /// <remarks>Defaults to true. Turn it off only to submit other operations on the transport's rings.</remarks>
+    public bool RestrictRingOperations { get; set; } = true;
+
     /// <summary>Fault injection and inspection for the project's tests; null in use (not bound from configuration: internal).</summary>
     internal Internal.TransportTestHooks? TestHooks { get; set; }
 

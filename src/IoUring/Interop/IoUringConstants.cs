@@ -23,6 +23,7 @@ internal static class IoUringConstants
         public const byte AsyncCancel = 14;
         public const byte LinkTimeout = 15;
         public const byte Connect = 16;
+        public const byte OpenAt = 18;
         public const byte Close = 19;
         public const byte Read = 22;
         public const byte Write = 23;
@@ -183,7 +184,27 @@ internal static class IoUringConstants
         public const uint RegisterPbufStatus = 26;
         public const uint RegisterNapi = 27;
         public const uint RegisterMemRegion = 34; // IORING_REGISTER_MEM_REGION (6.13)
+        public const uint RegisterBpfFilter = 37; // IORING_REGISTER_BPF_FILTER (7.0; io_uring/bpf_filter.c)
         public const uint UseRegisteredRing = 1u << 31;
+    }
+
+    /// <summary>Values of <c>struct io_uring_bpf</c> (include/uapi/linux/io_uring/bpf_filter.h, Linux 7.0).</summary>
+    public static class BpfFilter
+    {
+        /// <summary>IO_URING_BPF_CMD_FILTER, <c>io_uring_bpf.cmd_type</c>: attach a classic BPF filter to one opcode.</summary>
+        public const ushort CmdFilter = 1;
+
+        /// <summary>
+        /// IO_URING_BPF_FILTER_DENY_REST, <c>io_uring_bpf_filter.flags</c>: every opcode that has no
+        /// filter yet gets the kernel's deny-all filter, so it completes with -EACCES from then on.
+        /// </summary>
+        public const uint DenyRest = 1;
+
+        /// <summary>sizeof(struct io_uring_bpf_ctx) in 7.0 to 7.2: what a filter may load from (offsets below it, 4-aligned).</summary>
+        public const uint ContextSize = 40;
+
+        /// <summary>offsetof(struct io_uring_bpf_ctx, opcode): the byte after the 8-byte user_data.</summary>
+        public const uint OpcodeOffset = 8;
     }
 
     /// <summary>IOU_PBUF_RING_* flags of <c>io_uring_buf_reg.flags</c>.</summary>

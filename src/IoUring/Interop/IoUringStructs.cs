@@ -83,6 +83,29 @@ internal unsafe struct MemRegionReg
     public fixed ulong Resv[2];
 }
 
+/// <summary>
+/// struct io_uring_bpf with its struct io_uring_bpf_filter inlined (72 bytes), the argument of
+/// IORING_REGISTER_BPF_FILTER (include/uapi/linux/io_uring/bpf_filter.h, Linux 7.0; read by
+/// io_bpf_filter_import in io_uring/bpf_filter.c). Written by the application; the kernel reads
+/// it and writes back only <see cref="PduSize"/> (the size of the opcode's extra context it fills,
+/// e.g. socket()'s or openat()'s arguments). cmd_flags and every reserved field must be 0
+/// (-EINVAL otherwise); filter_len from 1 to BPF_MAXINSNS.
+/// </summary>
+[StructLayout(LayoutKind.Sequential)]
+internal unsafe struct BpfFilterReg
+{
+    public ushort CmdType;     // IO_URING_BPF_CMD_FILTER
+    public ushort CmdFlags;
+    public uint Resv;
+    public uint Opcode;        // the IORING_OP_* the program is attached to (below IORING_OP_LAST)
+    public uint Flags;         // IO_URING_BPF_FILTER_DENY_REST, IO_URING_BPF_FILTER_SZ_STRICT
+    public uint FilterLength;  // instructions at FilterPtr
+    public byte PduSize;       // 0 asks for no extra context (accepted unless SZ_STRICT); kernel writes its size back
+    public fixed byte Resv1[3];
+    public ulong FilterPtr;    // struct sock_filter[FilterLength]
+    public fixed ulong Resv2[5];
+}
+
 /// <summary>struct io_uring_cqe (16 bytes; CQE32 is not used). Written by the kernel only.</summary>
 [StructLayout(LayoutKind.Sequential)]
 internal struct Cqe

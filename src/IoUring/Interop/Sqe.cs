@@ -142,6 +142,13 @@ internal unsafe struct Sqe
         Opcode = Op.SendMsgZc;
     }
 
+    /// <summary>io_uring_prep_openat(3): <paramref name="path"/> is a NUL-terminated path, relative to <paramref name="dirFd"/> (AT_FDCWD is -100).</summary>
+    public void PrepOpenat(int dirFd, byte* path, int flags, uint mode)
+    {
+        PrepRw(Op.OpenAt, dirFd, (ulong)path, mode, 0);
+        OpFlags = (uint)flags;
+    }
+
     /// <summary>io_uring_prep_close(3).</summary>
     public void PrepClose(int fd) => PrepRw(Op.Close, fd, 0, 0, 0);
 

@@ -83,4 +83,7 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(25, LogLevel.Debug, "Kernel event loop: {KernelEventLoop} requested, running on {RingCount} of {TotalRings} rings.", EventName = "KernelEventLoopStarted")]
     public static partial void KernelEventLoopStarted(ILogger logger, KernelEventLoop kernelEventLoop, int ringCount, int totalRings);
+
+    [LoggerMessage(26, LogLevel.Debug, "Ring operations are not restricted on {RingCount} of {TotalRings} rings (RestrictRingOperations; io_uring BPF filters, Linux 7.0): {Reason}", EventName = "RingOperationsUnrestricted")]
+    public static partial void RingOperationsUnrestricted(ILogger logger, int ringCount, int totalRings, string reason);
 }

@@ -20,7 +20,7 @@ namespace IoUring.Transport.Internal;
 /// docs/design.md describes it and the threading model.
 /// </summary>
 [SuppressMessage("Design", "CA1001", Justification = "The ring thread disposes what it owns when its loop ends (Cleanup); nothing else may.")]
-internal sealed unsafe class RingThread
+internal sealed unsafe partial class RingThread
 {
     private const int CompletionBatch = 256;
 
@@ -240,6 +240,7 @@ internal sealed unsafe class RingThread
                 CqEntries = (uint)_options.SubmissionQueueSize * 8,
             });
             _ring.RegisterRingFd();
+            RestrictOperations(); // RingThread.Restriction.cs
             if (_options.ZeroCopySendThreshold is int threshold && _ring.Probe().IsSupported(IoUringConstants.Op.SendMsgZc))
             {
                 ZeroCopySendThreshold = threshold;
