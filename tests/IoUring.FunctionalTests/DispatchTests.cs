@@ -360,28 +360,8 @@ public class DispatchTests
     /// <summary>The CPUs the kernel lets ring thread <paramref name="ring"/> run on (/proc/self/task/*/status).</summary>
     private static int[] RingThreadCpus(int ring)
     {
-        string name = $"io_uring ring {ring}";
-        name = name[..Math.Min(name.Length, 15)]; // the kernel keeps 15 characters of a thread's name
-        foreach (string task in Directory.GetDirectories("/proc/self/task"))
-        {
-            string comm;
-            try
-            {
-                comm = File.ReadAllText(Path.Combine(task, "comm")).TrimEnd('\n');
-            }
-            catch (IOException)
-            {
-                continue; // the thread ended meanwhile
-            }
-
-            if (comm == name)
-            {
-                string line = File.ReadAllLines(Path.Combine(task, "status")).Single(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal));
-                return ParseCpuList(line["Cpus_allowed_list:".Length..].Trim());
-            }
-        }
-
-        throw new InvalidOperationException($"No thread named {name}.");
+        string line = File.ReadAllLines(Path.Combine(RingThreadTask.Of(ring), "status")).Single(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal));
+        return ParseCpuList(line["Cpus_allowed_list:".Length..].Trim());
     }
 
     private static int[] ParseCpuList(string list) => list.Split(',').SelectMany(part =>

@@ -21,6 +21,8 @@ namespace IoUring.FunctionalTests;
 [Collection(IsolatedCollection.Name)]
 public class KernelEventLoopTests
 {
+    private const string NeedsTheLoop = "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.";
+
     private static readonly bool s_kernelHasLoop = IoUringTransportFactory.IsIoUringBpfLoopAvailable;
 
     [Fact]
@@ -79,7 +81,7 @@ public class KernelEventLoopTests
     [Fact]
     public async Task ARingThatFailsWithTheLoopAttachedResetsItsConnectionsAndDetachesTheLoop()
     {
-        Assert.SkipUnless(s_kernelHasLoop, "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.");
+        Assert.SkipUnless(s_kernelHasLoop, NeedsTheLoop);
 
         var logs = new CapturingLoggerProvider();
         await using IoUringServer server = await IoUringServer.StartAsync(
@@ -139,13 +141,7 @@ public class KernelEventLoopTests
     [Fact]
     public async Task AnIdleRingSleepsInTheKernelInsteadOfSpinning()
     {
-        if (!s_kernelHasLoop)
-        {
-            // Nothing of the kernel loop runs here: Off is the default and adds no step.
-            await using IoUringServer plain = await IoUringServer.StartAsync(o => o.RingCount = 1);
-            Assert.Equal(0, plain.Group.Rings[0].KernelEventLoopSteps);
-            return;
-        }
+        Assert.SkipUnless(s_kernelHasLoop, NeedsTheLoop);
 
         await using IoUringServer server = await IoUringServer.StartAsync(o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 1; });
         RingThread ring = server.Group.Rings[0];
@@ -164,36 +160,12 @@ public class KernelEventLoopTests
         Assert.True(used < 10, $"the idle ring's thread used {used} clock ticks of CPU in two seconds");
     }
 
-    /// <summary>User plus system CPU time of ring thread <paramref name="ring"/>, in clock ticks (proc(5): /proc/self/task/*/stat fields 14 and 15).</summary>
+    /// <summary>User plus system CPU time of ring thread <paramref name="ring"/>, in clock ticks (proc(5): stat fields 14 and 15).</summary>
     private static long RingThreadCpuTicks(int ring)
     {
-        string name = $"io_uring ring {ring}";
-        name = name[..Math.Min(name.Length, 15)]; // the kernel keeps 15 characters of a thread's name
-        foreach (string task in System.IO.Directory.GetDirectories("/proc/self/task"))
-        {
-            string stat;
-            try
-            {
-                stat = System.IO.File.ReadAllText(System.IO.Path.Combine(task, "stat"));
-            }
-            catch (System.IO.IOException)
-            {
-                continue; // the thread ended meanwhile
-            }
-
-            // pid (comm) state ...: the name is in parentheses and may hold spaces; fields follow the last ')'.
-            int open = stat.IndexOf('(', StringComparison.Ordinal);
-            int close = stat.LastIndexOf(')');
-            if (stat[(open + 1)..close] != name)
-            {
-                continue;
-            }
-
-            string[] fields = stat[(close + 2)..].Split(' ');
-            // fields[0] is field 3 (state): utime is field 14, stime field 15.
-            return long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture);
-        }
-
-        throw new InvalidOperationException($"No thread named {name}.");
+        string stat = System.IO.File.ReadAllText(System.IO.Path.Combine(RingThreadTask.Of(ring), "stat"));
+        // pid (comm) state ...: the name may hold spaces; the fields follow the last ')', field 3 (state) first.
+        string[] fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+        return long.Parse(fields[11], System.Globalization.CultureInfo.InvariantCulture) + long.Parse(fields[12], System.Globalization.CultureInfo.InvariantCulture);
     }
 }

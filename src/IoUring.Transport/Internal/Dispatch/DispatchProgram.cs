@@ -27,13 +27,19 @@ internal static class DispatchProgram
 
     public static BpfElfProgram Program => Object.Programs[SectionName];
 
-    private static BpfElfObject Read()
+    /// <summary>Reads an object compiled from bpf/ and embedded in this assembly under <paramref name="resourceName"/> (see the .csproj).</summary>
+    internal static BpfElfObject ReadEmbedded(string resourceName)
     {
-        using Stream stream = typeof(DispatchProgram).Assembly.GetManifestResourceStream(ResourceName)
-            ?? throw new InvalidOperationException($"The embedded BPF object {ResourceName} is missing from {typeof(DispatchProgram).Assembly.GetName().Name}.");
+        using Stream stream = typeof(DispatchProgram).Assembly.GetManifestResourceStream(resourceName)
+            ?? throw new InvalidOperationException($"The embedded BPF object {resourceName} is missing from {typeof(DispatchProgram).Assembly.GetName().Name}.");
         byte[] bytes = new byte[stream.Length];
         stream.ReadExactly(bytes);
-        BpfElfObject elf = BpfElfObject.Parse(bytes);
+        return BpfElfObject.Parse(bytes);
+    }
+
+    private static BpfElfObject Read()
+    {
+        BpfElfObject elf = ReadEmbedded(ResourceName);
 
         // The loader creates the maps itself; make sure the object means the same maps.
         Expect(elf, SocketsMap, BpfSyscall.MapTypeReuseportSockArray, 4, 8, 0);

@@ -1,5 +1,4 @@
 using System;
-using System.IO;
 using System.Runtime.InteropServices;
 using IoUring.Bpf;
 
@@ -26,7 +25,7 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     /// <summary>EVENT_LOOP_REGION_SIZE (bpf/iou_loop.h): the bytes of each region the program reads.</summary>
     private const int RegionSize = 4096;
 
-    private static readonly Lazy<BpfElfObject> s_object = new(Read);
+    private static readonly Lazy<BpfElfObject> s_object = new(() => DispatchProgram.ReadEmbedded(ResourceName));
 
     private readonly Ring _ring;
     private readonly nuint _pageSize;
@@ -176,14 +175,5 @@ internal sealed unsafe class RingKernelLoop : IDisposable
             NativeMemory.AlignedFree(_page);
             _page = null;
         }
-    }
-
-    private static BpfElfObject Read()
-    {
-        using Stream stream = typeof(RingKernelLoop).Assembly.GetManifestResourceStream(ResourceName)
-            ?? throw new InvalidOperationException($"The embedded BPF object {ResourceName} is missing from {typeof(RingKernelLoop).Assembly.GetName().Name}.");
-        byte[] bytes = new byte[stream.Length];
-        stream.ReadExactly(bytes);
-        return BpfElfObject.Parse(bytes);
     }
 }
