@@ -103,30 +103,9 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
     public async ValueTask<IConnectionListener> BindAsync(EndPoint endpoint, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
-        _options.Validate();
-        if (!_options.Enabled)
+        RingGroup? group = AcquireGroupOrFallBack();
+        if (group is null)
         {
-            if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
-            {
-                IoUringTransportLog.DisabledByConfiguration(_logger);
-            }
-
-            IsUsingIoUring = false;
-            return await _sockets.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
-        }
-
-        RingGroup group;
-        try
-        {
-            group = AcquireGroup();
-        }
-        catch (IoUringUnavailableException ex) when (_options.FallbackToSockets)
-        {
-            if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
-            {
-                IoUringTransportLog.FallbackToSockets(_logger, ex.Message);
-            }
-
             IsUsingIoUring = false;
             return await _sockets.BindAsync(endpoint, cancellationToken).ConfigureAwait(false);
         }
@@ -141,6 +120,44 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         {
             await ReleaseGroupAsync().ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>The options the rings run with (the connection factory reads them too).</summary>
+    internal IoUringTransportOptions TransportOptions => _options;
+
+    internal ILogger Logger => _logger;
+
+    /// <summary>
+    /// Takes a share of the rings, starting them for the first user (a listener, or the connection
+    /// factory); <see cref="ReleaseGroupAsync"/> gives it back. Null when io_uring is switched off
+    /// or unavailable and the user falls back to Sockets (logged once, with the reason).
+    /// </summary>
+    internal RingGroup? AcquireGroupOrFallBack()
+    {
+        _options.Validate();
+        if (!_options.Enabled)
+        {
+            if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
+            {
+                IoUringTransportLog.DisabledByConfiguration(_logger);
+            }
+
+            return null;
+        }
+
+        try
+        {
+            return AcquireGroup();
+        }
+        catch (IoUringUnavailableException ex) when (_options.FallbackToSockets)
+        {
+            if (Interlocked.Exchange(ref _fallbackLogged, 1) == 0)
+            {
+                IoUringTransportLog.FallbackToSockets(_logger, ex.Message);
+            }
+
+            return null;
         }
     }
 

@@ -107,6 +107,13 @@ public sealed class IoUringTransportOptions
     /// <remarks>Defaults to true. Turn it off only to submit other operations on the transport's rings.</remarks>
     public bool RestrictRingOperations { get; set; } = true;
 
+    /// <summary>
+    /// Whether the rings' opcode allowlist (<see cref="RestrictRingOperations"/>) includes connect:
+    /// set by <see cref="IoUringConnectionFactory"/>, which must exist before the rings start.
+    /// Internal: not bound from configuration.
+    /// </summary>
+    internal bool AllowConnect { get; set; }
+
     /// <summary>Fault injection and inspection for the project's tests; null in use (not bound from configuration: internal).</summary>
     internal Internal.TransportTestHooks? TestHooks { get; set; }
 

@@ -23,16 +23,34 @@ public static class WebHostBuilderIoUringExtensions
         ArgumentNullException.ThrowIfNull(hostBuilder);
         return hostBuilder.ConfigureServices(services =>
         {
-            if (services.Any(d => d.ServiceType == typeof(IConnectionListenerFactory) && d.ImplementationType == typeof(IoUringTransportFactory)))
+            if (services.Any(d => d.ServiceType == typeof(IConnectionListenerFactory) && d.ImplementationFactory == s_listenerFactory))
             {
                 return;
             }
 
+            AddIoUringTransportFactory(services);
             // Registered after Kestrel's own Sockets factory: Kestrel tries the most recent
             // registration first.
-            services.AddSingleton<IConnectionListenerFactory, IoUringTransportFactory>();
-            services.AddOptions<IoUringTransportOptions>().BindConfiguration(ConfigurationSection);
+            services.AddSingleton(typeof(IConnectionListenerFactory), s_listenerFactory);
         });
+    }
+
+    private static readonly Func<IServiceProvider, object> s_listenerFactory = static sp => sp.GetRequiredService<IoUringTransportFactory>();
+
+    /// <summary>
+    /// The one <see cref="IoUringTransportFactory"/> of a service provider, whose rings the server
+    /// side and <see cref="IoUringConnectionFactory"/> share, and its options' binding to the
+    /// <c>IoUring</c> configuration section. Registered once, whichever asks first.
+    /// </summary>
+    internal static void AddIoUringTransportFactory(IServiceCollection services)
+    {
+        if (services.Any(d => d.ServiceType == typeof(IoUringTransportFactory)))
+        {
+            return;
+        }
+
+        services.AddSingleton<IoUringTransportFactory>();
+        services.AddOptions<IoUringTransportOptions>().BindConfiguration(ConfigurationSection);
     }
 
     /// <summary>Runs Kestrel on the io_uring transport with options set in code (applied after configuration).</summary>

@@ -50,7 +50,8 @@ public static class TestWait
         }
     }
 
-    private static double Scale()
+    /// <summary>TEST_TIMEOUT_SCALE (at least 1): how much slower than here the machine runs (4 under emulation).</summary>
+    public static double Scale()
         => double.TryParse(Environment.GetEnvironmentVariable("TEST_TIMEOUT_SCALE"), NumberStyles.Float, CultureInfo.InvariantCulture, out double scale) && scale >= 1
             ? scale
             : 1;

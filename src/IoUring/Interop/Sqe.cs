@@ -149,6 +149,13 @@ internal unsafe struct Sqe
         OpFlags = (uint)flags;
     }
 
+    /// <summary>
+    /// io_uring_prep_connect(3): connect <paramref name="fd"/> to the sockaddr at <paramref name="addr"/>
+    /// (its length goes in <c>off</c>, as liburing puts it). The kernel copies the address when it
+    /// prepares the request (io_connect_prep in io_uring/net.c), at submission.
+    /// </summary>
+    public void PrepConnect(int fd, void* addr, uint addrLen) => PrepRw(Op.Connect, fd, (ulong)addr, 0, addrLen);
+
     /// <summary>io_uring_prep_close(3).</summary>
     public void PrepClose(int fd) => PrepRw(Op.Close, fd, 0, 0, 0);
 

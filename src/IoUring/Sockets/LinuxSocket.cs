@@ -19,7 +19,12 @@ internal static unsafe class LinuxSocket
     // Every socket is created non-blocking, because readiness and completion come from io_uring and
     // a blocking call would stall a ring thread, and close-on-exec, so a child process started by the
     // application never inherits a listener or a connection.
-    public static int Create(AddressFamily family)
+    public static int Create(AddressFamily family) => Create(family, nonBlocking: true);
+
+    // A socket to connect through io_uring (IORING_OP_CONNECT) is left blocking, as accepted ones are:
+    // the ring waits for the connect by polling, and a blocking socket's connect retried from
+    // io_uring's worker (io-wq) completes the connect instead of reporting EINPROGRESS.
+    public static int Create(AddressFamily family, bool nonBlocking)
     {
         int domain = family switch
         {
@@ -30,7 +35,8 @@ internal static unsafe class LinuxSocket
                 nameof(family), family, "Only InterNetwork, InterNetworkV6 and Unix stream sockets are supported."),
         };
 
-        int fd = SocketInterop.Socket(domain, SocketInterop.SOCK_STREAM | SocketInterop.SOCK_NONBLOCK | SocketInterop.SOCK_CLOEXEC, 0);
+        int type = SocketInterop.SOCK_STREAM | SocketInterop.SOCK_CLOEXEC | (nonBlocking ? SocketInterop.SOCK_NONBLOCK : 0);
+        int fd = SocketInterop.Socket(domain, type, 0);
         if (fd < 0)
         {
             throw SocketErrors.LastError($"socket({family})");

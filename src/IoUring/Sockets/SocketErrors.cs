@@ -23,6 +23,7 @@ internal static class SocketErrors
     {
         Errno.EADDRINUSE => SocketError.AddressAlreadyInUse,
         Errno.EADDRNOTAVAIL => SocketError.AddressNotAvailable,
+        Errno.ENOENT => SocketError.AddressNotAvailable, // a Unix socket path that does not exist, as System.Net.Sockets maps it
         Errno.EACCES or Errno.EPERM => SocketError.AccessDenied,
         Errno.EAFNOSUPPORT => SocketError.AddressFamilyNotSupported,
         Errno.EINVAL => SocketError.InvalidArgument,

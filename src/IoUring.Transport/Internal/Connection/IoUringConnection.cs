@@ -118,12 +118,16 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// </summary>
     public Socket Socket => _socket ??= new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
 
+    /// <summary>The connection's processing: ends once it is closed and its descriptor is gone.</summary>
+    internal Task Processing => _processing;
+
     /// <summary>
     /// Creates the connection on its ring thread, arms its receive and starts its processing.
     /// <paramref name="localEndPoint"/> is the listener's own end point when it is bound to one
-    /// address, or null to read it from the socket.
+    /// address, or null to read it from the socket. <paramref name="accepted"/> is false for a
+    /// connection the ring connected (<see cref="IoUringConnectionFactory"/>).
     /// </summary>
-    public static IoUringConnection Start(RingThread ring, int fd, EndPoint? localEndPoint, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
+    public static IoUringConnection Start(RingThread ring, int fd, EndPoint? localEndPoint, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger, bool accepted = true)
     {
         AddressFamily family = LinuxSocket.GetAddressFamily(fd);
         if (options.NoDelay && family is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
@@ -153,7 +157,15 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             throw;
         }
 
-        ring.ConnectionsAccepted++;
+        if (accepted)
+        {
+            ring.ConnectionsAccepted++;
+        }
+        else
+        {
+            ring.ConnectionsConnected++;
+        }
+
         ring.ActiveConnections++;
         connection._processing = connection.RunAsync();
         return connection;

@@ -19,6 +19,7 @@ internal sealed class TransportMetrics : System.IDisposable
     {
         _meter.CreateObservableGauge("iouring.connections.active", () => PerRing(rings, r => r.ActiveConnections), "{connection}", "Open connections, per ring.");
         _meter.CreateObservableCounter("iouring.connections.accepted", () => PerRing(rings, r => r.ConnectionsAccepted), "{connection}", "Connections accepted, per ring.");
+        _meter.CreateObservableCounter("iouring.connections.connected", () => PerRing(rings, r => r.ConnectionsConnected), "{connection}", "Connections the ring connected for IoUringConnectionFactory, per ring.");
         _meter.CreateObservableCounter("iouring.bytes.received", () => PerRing(rings, r => r.BytesReceived), "By", "Bytes received, per ring.");
         _meter.CreateObservableCounter("iouring.bytes.sent", () => PerRing(rings, r => r.BytesSent), "By", "Bytes sent, per ring.");
         _meter.CreateObservableCounter("iouring.enters", () => PerRing(rings, r => r.Enters), "{call}", "io_uring_enter system calls, per ring.");

@@ -13,7 +13,8 @@ internal sealed partial class RingThread
     /// send, sendmsg and their zero-copy forms; cancel (by user_data and by fd); the wake read of
     /// the eventfd; the accept backoff's timeout. A new Prep… call in the transport adds its opcode
     /// here, or its SQEs complete with -EACCES where the kernel has the filters (Linux 7.0+).
-    /// Shutdown and close of sockets are syscalls, not SQEs.
+    /// Shutdown and close of sockets are syscalls, not SQEs. Connect is added only for rings that
+    /// a connection factory may use (<see cref="ConnectAllowed"/>).
     /// </summary>
     internal static ReadOnlySpan<byte> AllowedOperations =>
     [
@@ -31,6 +32,13 @@ internal sealed partial class RingThread
     /// <summary>Whether this ring runs only <see cref="AllowedOperations"/> (set before the loop starts).</summary>
     public bool OperationsRestricted { get; private set; }
 
+    /// <summary>
+    /// Whether this ring may connect sockets: it is unrestricted, or its allowlist has connect
+    /// because an <see cref="IoUringConnectionFactory"/> was created before the ring started
+    /// (<see cref="IoUringTransportOptions.AllowConnect"/>). Set before the loop starts.
+    /// </summary>
+    public bool ConnectAllowed { get; private set; } = true;
+
     /// <summary>Why the allowlist was asked for and not registered (the kernel predates 7.0, ...); null otherwise. Set before the loop starts.</summary>
     public IoUringException? OperationRestrictionRefusal { get; private set; }
 
@@ -47,8 +55,11 @@ internal sealed partial class RingThread
 
         try
         {
-            OpcodeAllowlist.Register(_ring!, AllowedOperations);
+            bool connect = _options.AllowConnect;
+            ReadOnlySpan<byte> allowed = connect ? (byte[])[.. AllowedOperations, IoUringConstants.Op.Connect] : AllowedOperations;
+            OpcodeAllowlist.Register(_ring!, allowed);
             OperationsRestricted = true;
+            ConnectAllowed = connect;
         }
         catch (IoUringException ex)
         {

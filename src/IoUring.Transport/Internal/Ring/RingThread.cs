@@ -90,6 +90,9 @@ internal sealed unsafe partial class RingThread
 
     public long ConnectionsAccepted { get; set; }
 
+    /// <summary>Connections this ring connected for <see cref="IoUringConnectionFactory"/>.</summary>
+    public long ConnectionsConnected { get; set; }
+
     public long BytesReceived { get; set; }
 
     public long BytesSent { get; set; }

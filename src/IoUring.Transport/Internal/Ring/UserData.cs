@@ -11,6 +11,7 @@ internal enum OpKind : byte
     Send = 4,
     Cancel = 5,
     AcceptBackoff = 6,
+    Connect = 7,
 }
 
 /// <summary>
