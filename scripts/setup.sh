@@ -10,6 +10,8 @@ command -v h2load >/dev/null || need_apt+=(nghttp2-client)
 command -v clang >/dev/null || need_apt+=(clang)
 command -v make >/dev/null || need_apt+=(make)
 command -v setpriv >/dev/null || need_apt+=(util-linux)
+# deploy/seccomp/allow-io-uring.sh merges the io_uring rule into a seccomp profile (its test runs it).
+command -v jq >/dev/null || need_apt+=(jq)
 # scripts/test-package.sh lists what the packed package holds.
 command -v unzip >/dev/null || need_apt+=(unzip)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -49,13 +49,7 @@ internal sealed class SampleApp : IAsyncDisposable
         var directory = new DirectoryInfo(AppContext.BaseDirectory);
         string configuration = directory.Parent!.Name; // bin/<configuration>/<framework>/
         string framework = directory.Name;
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "Transport.sln")))
-        {
-            directory = directory.Parent;
-        }
-
-        Assert.NotNull(directory);
-        string path = Path.Combine(directory.FullName, "samples", name, "bin", configuration, framework, name + ".dll");
+        string path = Path.Combine(Repository.Root(), "samples", name, "bin", configuration, framework, name + ".dll");
         Assert.True(File.Exists(path), $"{path} is missing: build the solution first");
         return path;
     }
