@@ -31,10 +31,20 @@ public class ClientConnectionTests
 {
     private static CancellationToken Cancel => TestContext.Current.CancellationToken;
 
-    /// <summary>A client factory of its own (not sharing the server's rings), io_uring required.</summary>
+    /// <summary>
+    /// A client factory of its own (not sharing the server's rings), io_uring required, its rings'
+    /// loops where <c>IOURING_TEST_KERNEL_EVENT_LOOP</c> says (the 7.2 leg runs them in the kernel).
+    /// </summary>
     internal static IoUringConnectionFactory CreateFactory(Action<IoUringTransportOptions>? configure = null)
     {
-        var options = new IoUringTransportOptions { FallbackToSockets = false, RingCount = 2 };
+        var options = new IoUringTransportOptions
+        {
+            FallbackToSockets = false,
+            RingCount = 2,
+            KernelEventLoop = Environment.GetEnvironmentVariable("IOURING_TEST_KERNEL_EVENT_LOOP") is { Length: > 0 } mode
+                ? Enum.Parse<KernelEventLoop>(mode, ignoreCase: true)
+                : KernelEventLoop.Off,
+        };
         configure?.Invoke(options);
         return new IoUringConnectionFactory(new IoUringTransportFactory(Options.Create(options), NullLoggerFactory.Instance));
     }
