@@ -237,7 +237,24 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         try
         {
             using Ring ring = Ring.Create(new RingOptions { SqEntries = 8 });
-            IoUringProbe probe = ring.Probe();
+            // Each of the other two calls once, so that a profile that blocks only one of them
+            // falls back here instead of failing later: io_uring_enter with a NOP (or every
+            // connection would hang unanswered), io_uring_register with the probe.
+            if (EnterRefusal(ring) is IoUringUnavailableException enterRefused)
+            {
+                return enterRefused;
+            }
+
+            IoUringProbe probe;
+            try
+            {
+                probe = ring.Probe();
+            }
+            catch (IoUringException ex)
+            {
+                return IoUringAvailability.ClassifyRingCall("io_uring_register", ex.Errno);
+            }
+
             var missing = new System.Collections.Generic.List<string>();
             foreach ((byte op, string name) in new (byte, string)[]
             {
@@ -284,6 +301,20 @@ public sealed class IoUringTransportFactory : IConnectionListenerFactory, IConne
         {
             return ex;
         }
+    }
+
+    /// <summary>Submits one NOP and waits for it: null when io_uring_enter works, else why not.</summary>
+    private static unsafe IoUringUnavailableException? EnterRefusal(Ring ring)
+    {
+        ring.GetSqe()->PrepNop();
+        int result;
+        do
+        {
+            result = ring.SubmitAndWait(1);
+        }
+        while (result == -Errno.EINTR); // a signal cut the wait short; the NOP is in or still to come
+
+        return result < 0 ? IoUringAvailability.ClassifyRingCall("io_uring_enter", -result) : null;
     }
 
     private void LogRingRestriction(RingGroup group)

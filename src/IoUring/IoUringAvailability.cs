@@ -89,6 +89,25 @@ internal static class IoUringAvailability
         }
     }
 
+    /// <summary>
+    /// Turns a refusal of <paramref name="call"/> (io_uring_register or io_uring_enter) on a ring that
+    /// io_uring_setup did create into the exception the user sees. A seccomp profile that allows
+    /// only some of the three calls (a hand-written one, say) refuses the others with EPERM, or
+    /// ENOSYS where it answers as if they did not exist; so can a security module.
+    /// </summary>
+    public static IoUringUnavailableException ClassifyRingCall(string call, int errno)
+        => errno is Errno.EPERM or Errno.EACCES or Errno.ENOSYS
+            ? new IoUringUnavailableException(
+                IoUringUnavailableReason.BlockedBySecurityPolicy,
+                errno,
+                $"io_uring_setup succeeded but {call} was refused (errno {errno}): a seccomp profile or a security module " +
+                "allows only some of the io_uring system calls. Allow io_uring_setup, io_uring_enter and io_uring_register " +
+                "for this process.")
+            : new IoUringUnavailableException(
+                IoUringUnavailableReason.Other,
+                errno,
+                $"io_uring_setup succeeded but {call} failed with errno {errno}.");
+
     /// <summary>The exception for required operations the kernel's probe does not list.</summary>
     public static IoUringUnavailableException MissingOperations(IEnumerable<string> operations)
         => new(

@@ -105,6 +105,27 @@ public partial class SeccompFallbackTests
         Assert.Contains("io_uring_setup was refused (EPERM)", result["Warning"], StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// A profile that allows io_uring_setup but not one of the other two calls: the ring is made,
+    /// and the transport must still notice, fall back and name the call, not serve on rings that
+    /// cannot be entered (every connection would hang) or fail the start.
+    /// </summary>
+    [Theory]
+    [InlineData("io_uring_enter")]
+    [InlineData("io_uring_register")]
+    public async Task AProfileThatAllowsOnlySomeIoUringCallsFallsBackNamingTheRefusedOne(string refused)
+    {
+        string allowed = string.Join(", ", s_ioUringSyscalls.Where(s => s.Name != refused).Select(s => $"\"{s.Name}\""));
+        string profile = $$"""{ "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1, "syscalls": [{ "names": [{{allowed}}], "action": "SCMP_ACT_ALLOW" }] }""";
+
+        Dictionary<string, string> result = await RunChildAsync("fallback", profile);
+
+        Assert.Equal("ok", result["Response"]);
+        Assert.Equal("False", result["IsUsingIoUring"]);
+        Assert.Equal("1", result["Warnings"]);
+        Assert.Contains($"{refused} was refused", result["Warning"], StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task TheProfileScriptAddsTheRuleOnceAndKeepsTheProfilesOwnRules()
     {
