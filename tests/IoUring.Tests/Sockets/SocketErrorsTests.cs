@@ -31,7 +31,7 @@ public class SocketErrorsTests
     [InlineData(Errno.EHOSTUNREACH, SocketError.HostUnreachable)]
     [InlineData(Errno.ENETUNREACH, SocketError.NetworkUnreachable)]
     [InlineData(Errno.EOPNOTSUPP, SocketError.OperationNotSupported)]
-    [InlineData(Errno.ENOENT, SocketError.SocketError)]
+    [InlineData(Errno.ENOENT, SocketError.AddressNotAvailable)] // a Unix socket path that does not exist (ClientConnectionTests compares with Socket)
     [InlineData(0x7fff, SocketError.SocketError)]
     public void FromErrno_MapsToTheSocketErrorSystemNetSocketsUses(int errno, SocketError expected) =>
         Assert.Equal(expected, SocketErrors.FromErrno(errno));
