@@ -14,13 +14,20 @@ command -v setpriv >/dev/null || need_apt+=(util-linux)
 command -v jq >/dev/null || need_apt+=(jq)
 # scripts/test-package.sh lists what the packed package holds.
 command -v unzip >/dev/null || need_apt+=(unzip)
-if [ ${#need_apt[@]} -gt 0 ]; then
+# The WebSocket sample's test drives its page in headless Chromium (tests/IoUring.FunctionalTests/
+# SampleTests.cs). Without the recommended packages (fonts, desktop services) it does not need:
+# 19 packages, 100 MB to fetch, 290 MB installed, 16 s to install (measured on bookworm).
+need_browser=()
+command -v chromium-headless-shell >/dev/null || command -v chromium >/dev/null || need_browser+=(chromium-headless-shell)
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_browser[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: missing ${need_apt[*]}; run as root or install them" >&2
+    missing=("${need_apt[@]}" "${need_browser[@]}")
+    echo "setup: missing ${missing[*]}; run as root or install them" >&2
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  [ ${#need_apt[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  [ ${#need_browser[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_browser[@]}" >/dev/null
 fi
 
 if ! command -v dotnet >/dev/null; then
