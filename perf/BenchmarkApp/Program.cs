@@ -270,11 +270,13 @@ static async Task WebSocketEchoAsync(HttpContext context)
     }
 }
 
-static Task CountConnections(ConnectionContext connection, Func<Task> next)
+// Counts each connection, then hands it on. Built once per listener, so a connection allocates
+// nothing here (the Func<Task> form of Use would allocate a closure per connection).
+static ConnectionDelegate CountConnections(ConnectionDelegate next) => connection =>
 {
     ConnectionCounter.OnAccepted();
-    return next();
-}
+    return next(connection);
+};
 
 // The /stats request's own receive buffer goes back to its ring just after Kestrel parsed the
 // request (the return is queued to the ring thread): wait a moment so the reading counts
