@@ -2,7 +2,8 @@
 """Parses the load generators' output that perf/run.sh collects and writes the report.
 
     report.py build <raw dir> <out dir>   results.csv, results.md, chart.png (chart.svg without matplotlib)
-    report.py summary <raw file> <kind>   one line for run.sh's progress log
+                                          for the plaintext sweep, ratios.png (.svg) for the other scenarios
+    report.py summary <raw file> <kind> [scenario]   one line for run.sh's progress log
     report.py h2-percentiles <h2load log> p50/p99 from h2load's per-request log, as key=value lines
 
 Standard library only; matplotlib is used for the chart when it can be imported.
@@ -41,6 +42,8 @@ CSV_FIELDS = [
     "server_cpu_s", "cpu_us_per_req", "server_core_us_per_req", "rss_mib", "client_cpu_s",
     "server_core_irq_pct", "client_core_irq_pct", "server_core_other_pct", "client_core_other_pct",
     "steal_pct", "disturbed",
+    # Later additions, after the first columns so older readers of the CSV keep working.
+    "unit", "p90_ms", "p999_ms", "connections_opened", "conns_per_s", "body_mib_s",
 ]
 
 
@@ -75,6 +78,11 @@ def parse_wrk(text, pipelined):
     return out
 
 
+def facts(text):
+    """The "key=value" lines run.sh appends to a load generator's output (and LoadClient prints)."""
+    return dict(re.findall(r"^([a-z][\w.]*)=(\S*)$", text, re.M))
+
+
 def parse_h2load(text):
     out = {}
     m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", text)
@@ -88,11 +96,46 @@ def parse_h2load(text):
     for key in ("p50_ms", "p99_ms"):
         m = re.search(rf"^{key}=([\d.]+)$", text, re.M)
         out[key] = float(m.group(1)) if m else None
+    known = facts(text)
+    if "grpc_messages_per_call" in known:
+        grpc_calls(out, text, int(known["grpc_messages_per_call"]), int(known["grpc_data_bytes_per_call"]))
     return out
 
 
+def grpc_calls(out, text, messages_per_call, data_bytes_per_call):
+    """h2load counts every call answered 200 as a success, but gRPC answers a failed call with 200 and
+    a status in the trailers, and no message: a call is counted an error when the DATA bytes received
+    fall short of a full answer for each. Then the figures become per message (a server-streaming
+    call answers several), latency staying per call."""
+    m = re.search(r"^traffic: .*?\((\d+)\) data", text, re.M)
+    if not m:
+        raise ValueError("no traffic line in h2load output")
+    answered = int(m.group(1)) // data_bytes_per_call
+    out["errors"] += max(0, out["requests"] - answered)
+    out["requests"] *= messages_per_call
+    out["rps"] *= messages_per_call
+
+
+def parse_loadclient(text):
+    """perf/LoadClient: WebSocket messages echoed, every message timed."""
+    known = facts(text)
+    if "messages" not in known:
+        raise ValueError("no message count in LoadClient output: " + text.strip()[-200:])
+    return {
+        "requests": int(known["messages"]),
+        "duration_s": float(known["seconds"]),
+        "rps": float(known["messages_per_s"]),
+        "p50_ms": float(known["p50_ms"]),
+        "p90_ms": float(known["p90_ms"]),
+        "p99_ms": float(known["p99_ms"]),
+        "p999_ms": float(known["p99.9_ms"]),
+        "errors": int(known["errors"]),
+    }
+
+
 def parse_bombardier(text):
-    data = json.loads(text[text.index("{"):])
+    # The JSON report, then run.sh's key=value lines.
+    data, _ = json.JSONDecoder().raw_decode(text[text.index("{"):])
     result = data["result"]
     # Responses, as wrk counts them; "others" are requests that got none (their errors are listed).
     responses = sum(result[k] for k in ("req1xx", "req2xx", "req3xx", "req4xx", "req5xx"))
@@ -118,8 +161,25 @@ def parse(path, kind):
     if kind == "h2load":
         return parse_h2load(text)
     if kind == "bombardier":
-        return parse_bombardier(text)
-    raise ValueError(f"unknown load generator {kind}")
+        out = parse_bombardier(text)
+    elif kind == "loadclient":
+        out = parse_loadclient(text)
+    else:
+        raise ValueError(f"unknown load generator {kind}")
+    return out
+
+
+def parse_run(path, kind):
+    """parse() plus what run.sh appended: connections the server accepted, body bytes per request."""
+    out = parse(path, kind)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        known = facts(f.read())
+    if "connections_opened" in known:
+        out["connections_opened"] = int(known["connections_opened"])
+        out["conns_per_s"] = out["connections_opened"] / out["duration_s"] if out["duration_s"] else None
+    if "body_bytes" in known:
+        out["body_mib_s"] = out["rps"] * int(known["body_bytes"]) / (1 << 20)
+    return out
 
 
 def percentile(sorted_values, p):
@@ -161,7 +221,8 @@ def collect(raw_dir, clk_tck, max_other):
     with open(os.path.join(raw_dir, "runs.tsv"), encoding="utf-8") as f:
         for run in csv.DictReader(f, delimiter="\t"):
             row = {k: run[k] for k in ("round", "scenario", "transport", "attempt", "protocol", "connections", "depth", "loadgen")}
-            row.update(parse(os.path.join(raw_dir, run["raw"]), run["loadgen"]))
+            row.update(parse_run(os.path.join(raw_dir, run["raw"]), run["loadgen"]))
+            row["unit"] = unit(run["scenario"])
             ticks = {k: int(run[k]) for k in ("server_ticks", "server_cpu_busy_ticks", "server_cpu_irq_ticks",
                                               "server_cpu_steal_ticks", "client_ticks", "client_cpu_busy_ticks",
                                               "client_cpu_irq_ticks")}
@@ -197,7 +258,8 @@ def fmt(value, digits):
 def write_csv(rows, path):
     digits = {"duration_s": 3, "rps": 1, "p50_ms": 3, "p99_ms": 3, "server_cpu_s": 2, "cpu_us_per_req": 2,
               "server_core_us_per_req": 2, "rss_mib": 1, "client_cpu_s": 2, "server_core_other_pct": 1,
-              "client_core_other_pct": 1, "steal_pct": 1}
+              "client_core_other_pct": 1, "steal_pct": 1, "p90_ms": 3, "p999_ms": 3, "conns_per_s": 1,
+              "body_mib_s": 1}
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CSV_FIELDS)
@@ -210,10 +272,40 @@ def median_of(rows, key):
     return statistics.median(values) if values else None
 
 
+def unit(name):
+    """What one "request" of a scenario is: a message for WebSockets and gRPC, else an HTTP request."""
+    return "message" if re.match(r"(ws\d|grpc)", name) else "request"
+
+
 def scenario_label(name):
     m = re.fullmatch(r"(plaintext|json|64k|delay)-(\d+)", name)
     if m:
         return f"HTTP/1.1 {m.group(1)}, {m.group(2)} conns"
+    m = re.fullmatch(r"1m-(\d+)", name)
+    if m:
+        return f"HTTP/1.1 1 MiB responses, {m.group(1)} conns"
+    m = re.fullmatch(r"tls-(\d+)", name)
+    if m:
+        return f"HTTPS, HTTP/1.1 plaintext, {m.group(1)} conns"
+    m = re.fullmatch(r"h2tls-(\d+)x(\d+)", name)
+    if m:
+        return f"HTTPS, HTTP/2 plaintext, {m.group(1)} conns × {m.group(2)} streams"
+    m = re.fullmatch(r"close-(\d+)", name)
+    if m:
+        return f"HTTP/1.1 plaintext, a new connection per request, {m.group(1)} at a time"
+    m = re.fullmatch(r"upload-(\d+)", name)
+    if m:
+        return f"HTTP/1.1 8 MiB uploads, {m.group(1)} conns"
+    m = re.fullmatch(r"ws(\d+)(k?)-(\d+)", name)
+    if m:
+        size = f"{m.group(1)} KiB" if m.group(2) else f"{m.group(1)} B"
+        return f"WebSocket echo, {size} messages, {m.group(3)} conns (per message)"
+    m = re.fullmatch(r"grpc-(\d+)x(\d+)", name)
+    if m:
+        return f"gRPC unary, {m.group(1)} conns × {m.group(2)} streams"
+    m = re.fullmatch(r"grpcstream-(\d+)x(\d+)", name)
+    if m:
+        return f"gRPC server streaming, {m.group(1)} conns × {m.group(2)} calls (per message, latency per call)"
     m = re.fullmatch(r"pipeline(\d+)-(\d+)", name)
     if m:
         return f"HTTP/1.1 plaintext, {m.group(2)} conns, pipelined ×{m.group(1)}"
@@ -235,7 +327,8 @@ def summarize(rows):
     for scenario, by_transport in table.items():
         summary[scenario] = {}
         for transport, runs in by_transport.items():
-            m = {k: median_of(runs, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib")}
+            m = {k: median_of(runs, k) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_mib",
+                                                 "p90_ms", "p999_ms", "conns_per_s", "body_mib_s")}
             rps = [r["rps"] for r in runs]
             m["spread_pct"] = (max(rps) - min(rps)) / m["rps"] * 100 if m["rps"] else None
             m["runs"] = len(runs)
@@ -302,6 +395,7 @@ def write_markdown(summary, rows, meta, path, rings):
             lines.append(f"| | **{transport_name(a_name)} / {transport_name(b_name)}** | **{fmt_num(cells[0], 2)}** | {paired_range} | "
                          f"{fmt_num(cells[1], 2)} | {fmt_num(cells[2], 2)} | **{fmt_num(cells[3], 2)}** | {fmt_num(cells[4], 2)} |")
     lines.append("")
+    lines += extra_tables(summary)
     if meta.get("dispatch", "default") != "default":
         lines.append(f"io_uring dispatch modes compared: {meta.get('dispatch')}, {meta.get('rings')} rings; "
                      "dispatch ratio rows divide each mode by Kernel dispatch.")
@@ -310,7 +404,9 @@ def write_markdown(summary, rows, meta, path, rings):
                  "Spread is (max − min) ÷ median of req/s over the rounds; on a ratio row, the lowest and highest req/s ratio "
                  "of the two transports measured back to back in one round. CPU µs/req is the server process's "
                  "user + system time over the measured interval divided by the requests served. "
-                 "Pipelined latencies are left out: wrk times a batch and misapplies its coordinated-omission correction there.")
+                 "Pipelined latencies are left out: wrk times a batch and misapplies its coordinated-omission correction there. "
+                 "For WebSocket and gRPC scenarios a request is a message (req/s: messages/s; CPU µs per message); "
+                 "the latency of server streaming is that of the whole call.")
     if rows:
         def med_max(key):
             values = [r[key] for r in rows]
@@ -335,6 +431,46 @@ def write_markdown(summary, rows, meta, path, rings):
             lines.append(f"| {round_} | {scenario} | {transport_name(transport)} | {per_ring} |")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def extra_tables(summary):
+    """Figures some scenarios have beyond the main table: connections per second (close-N, from the
+    server's count of accepted connections), body MiB/s (64k, 1m, upload), and the WebSocket
+    client's finer percentiles."""
+    lines = []
+
+    def table(title, header, keys, digits, want):
+        chosen = [(scenario, by_transport) for scenario, by_transport in summary.items() if want(scenario, by_transport)]
+        if not chosen:
+            return
+        lines.append(title)
+        lines.append("")
+        lines.append("| Scenario | Transport | " + " | ".join(header) + " |")
+        lines.append("|---|---|" + "--:|" * len(header))
+        for scenario, by_transport in chosen:
+            label = scenario_label(scenario)
+            for transport, m in by_transport.items():
+                lines.append(f"| {label} | {transport_name(transport)} | "
+                             + " | ".join(fmt_num(m[k], digits) if digits else fmt_int(m[k]) for k in keys) + " |")
+                label = ""
+            for a_name, b_name in ratio_pairs(list(by_transport)):
+                if a_name in by_transport and b_name in by_transport:
+                    cells = [fmt_num(ratio(by_transport[a_name][k], by_transport[b_name][k]), 2) for k in keys]
+                    lines.append(f"| | **{transport_name(a_name)} / {transport_name(b_name)}** | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    def any_value(key):
+        return lambda scenario, by_transport: any(m.get(key) is not None for m in by_transport.values())
+
+    table("Connections per second: every request on a new connection; the server's count of the connections it "
+          "accepted during the measured interval (the load generator's requests/s above should match it).",
+          ["connections/s", "requests/s"], ["conns_per_s", "rps"], None,
+          lambda scenario, by_transport: scenario.startswith("close-"))
+    table("Body throughput: request/s × the body each request carries (uploads: sent; 64k and 1m: received).",
+          ["MiB/s"], ["body_mib_s"], None, any_value("body_mib_s"))
+    table("WebSocket round trips, per message (perf/LoadClient times every message).",
+          ["p50 ms", "p90 ms", "p99 ms", "p99.9 ms"], ["p50_ms", "p90_ms", "p99_ms", "p999_ms"], 2, any_value("p999_ms"))
+    return lines
 
 
 def fmt_int(value):
@@ -442,6 +578,79 @@ def draw_svg(points, path):
     return path
 
 
+def ratio_bars(summary):
+    """[(scenario, req/s ratio, CPU per request ratio)], io_uring ÷ Sockets, for every scenario outside
+    the plaintext sweep that ran on both."""
+    a_name, b_name = RATIO
+    bars = []
+    for scenario, by_transport in summary.items():
+        if re.fullmatch(r"plaintext-\d+", scenario) or a_name not in by_transport or b_name not in by_transport:
+            continue
+        a, b = by_transport[a_name], by_transport[b_name]
+        bars.append((scenario, ratio(a["rps"], b["rps"]), ratio(a["cpu_us_per_req"], b["cpu_us_per_req"])))
+    return bars
+
+
+RATIO_TITLE = "io_uring ÷ Sockets, medians (req/s: above 1 is better; CPU per request: below 1 is better)"
+
+
+def draw_ratios(summary, out_dir):
+    """One pair of bars per scenario outside the sweep: where the transports differ, at a glance."""
+    bars = ratio_bars(summary)
+    if not bars:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import matplotlib.ticker
+    except ImportError:
+        return draw_ratios_svg(bars, os.path.join(out_dir, "ratios.svg"))
+    fig, axis = plt.subplots(figsize=(10, 0.45 * len(bars) + 1.5))
+    ys = list(range(len(bars)))
+    # Bars from 1 to the ratio on a log scale: 0.5 and 2 lie equally far from 1, either way.
+    for offset, index, label in ((-0.2, 1, "requests/s"), (0.2, 2, "server CPU per request")):
+        drawn = [(y + offset, b[index]) for y, b in zip(ys, bars) if b[index]]
+        axis.barh([d[0] for d in drawn], [d[1] - 1 for d in drawn], left=1, height=0.4, label=label)
+    axis.set_xscale("log", base=2)
+    axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.axvline(1, color="black", linewidth=1)
+    axis.set_yticks(ys)
+    axis.set_yticklabels([b[0] for b in bars])
+    axis.invert_yaxis()
+    axis.set_title(RATIO_TITLE, fontsize=10)
+    axis.grid(True, axis="x", alpha=0.3)
+    axis.legend()
+    fig.tight_layout()
+    path = os.path.join(out_dir, "ratios.png")
+    fig.savefig(path, dpi=90)
+    return path
+
+
+def draw_ratios_svg(bars, path):
+    width, left, row, top = 900, 160, 36, 50
+    height = top + row * len(bars) + 40
+    scale = (width - left - 40) / max(2.0, max((v or 0) for b in bars for v in b[1:]) * 1.1)
+    colors = ("#1f77b4", "#ff7f0e")
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="13">{RATIO_TITLE}</text>',
+             f'<text x="{left}" y="38" fill="{colors[0]}">requests/s</text>',
+             f'<text x="{left + 100}" y="38" fill="{colors[1]}">server CPU per request</text>']
+    for i, (scenario, *values) in enumerate(bars):
+        y = top + i * row
+        parts.append(f'<text x="{left - 8}" y="{y + row / 2 + 4}" text-anchor="end">{scenario}</text>')
+        for j, value in enumerate(values):
+            parts.append(f'<rect x="{left}" y="{y + 4 + j * 14}" width="{(value or 0) * scale:.1f}" height="12" fill="{colors[j]}"/>')
+            parts.append(f'<text x="{left + (value or 0) * scale + 4:.1f}" y="{y + 14 + j * 14}">{fmt_num(value, 2)}</text>')
+    parts.append(f'<line x1="{left + scale}" y1="{top - 4}" x2="{left + scale}" y2="{height - 30}" stroke="black"/>')
+    parts.append(f'<text x="{left + scale}" y="{height - 14}" text-anchor="middle">1</text>')
+    parts.append("</svg>")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+    return path
+
+
 def read_rings(raw_dir):
     """{(round, scenario, transport): "n0/n1/..."} from run.sh's rings.tsv, the last attempt of a pair
     measured again replacing the disturbed one; empty without the file or with one ring only."""
@@ -468,23 +677,29 @@ def build(raw_dir, out_dir):
                 f.write("\t".join(key + (per_ring,)) + "\n")
     summary = summarize(rows)
     write_markdown(summary, rows, meta, os.path.join(out_dir, "results.md"), rings)
-    chart = draw_chart(summary, out_dir)
-    if chart:
-        print(f"chart: {chart}", file=sys.stderr)
+    for chart in (draw_chart(summary, out_dir), draw_ratios(summary, out_dir)):
+        if chart:
+            print(f"chart: {chart}", file=sys.stderr)
 
 
-def summary_line(path, kind):
-    r = parse(path, kind)
+def summary_line(path, kind, scenario=""):
+    r = parse_run(path, kind)
+    per = "msg/s" if unit(scenario) == "message" else "req/s"
     latency = "" if r.get("p50_ms") is None else f", p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms'] or 0:.2f} ms"
+    more = ""
+    if scenario.startswith("close-") and r.get("conns_per_s") is not None:
+        more += f", {r['conns_per_s']:,.0f} connections/s accepted"
+    if r.get("body_mib_s") is not None:
+        more += f", {r['body_mib_s']:,.0f} MiB/s of bodies"
     errors = f", {r['errors']} errors" if r["errors"] else ""
-    print(f"{r['rps']:,.0f} req/s{latency}{errors}")
+    print(f"{r['rps']:,.0f} {per}{latency}{more}{errors}")
 
 
 def main(argv):
     if len(argv) == 4 and argv[1] == "build":
         build(argv[2], argv[3])
-    elif len(argv) == 4 and argv[1] == "summary":
-        summary_line(argv[2], argv[3])
+    elif len(argv) in (4, 5) and argv[1] == "summary":
+        summary_line(*argv[2:])
     elif len(argv) == 3 and argv[1] == "h2-percentiles":
         h2_percentiles(argv[2])
     else:

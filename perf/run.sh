@@ -4,11 +4,12 @@
 #   bash perf/run.sh
 #
 # Installs what a fresh Debian machine lacks (wrk, nghttp2-client for h2load, iproute2 for ss,
-# python3-matplotlib for the chart), builds perf/BenchmarkApp in Release, then for every round and
-# scenario starts the server once per transport (the order alternates from round to round), warms
-# it up, and measures. The server is pinned to one core and the load generator to another. Results
-# go to perf/results/<timestamp>/ (results.csv, results.md, chart.png); raw load-generator output goes
-# to perf/results/tmp/<timestamp>/ (not committed).
+# python3-matplotlib for the charts), builds perf/BenchmarkApp in Release (and perf/LoadClient when
+# a WebSocket scenario needs it), then for every round and scenario starts the server once per
+# transport (the order alternates from round to round), warms it up, and measures. The server is
+# pinned to one core and the load generator to another. Results go to perf/results/<timestamp>/
+# (results.csv, results.md, chart.png for the plaintext sweep, ratios.png for the other scenarios);
+# raw load-generator output goes to perf/results/tmp/<timestamp>/ (not committed).
 #
 # Environment (defaults in brackets):
 #   DURATION [8]      seconds measured per run
@@ -20,17 +21,41 @@
 #                     ends times a mix of unoptimized and optimized code
 #   ROUNDS [3]        runs per scenario and transport; the report gives medians
 #   SCENARIOS         space-separated; default "plaintext-16 plaintext-128 plaintext-512
-#                     pipeline16-128 h2-16x10". Forms: <endpoint>-<connections> with endpoint
-#                     plaintext|json|64k|delay (HTTP/1.1; delay answers after awaiting 1 ms),
+#                     pipeline16-128 h2-16x10". Forms:
+#                     <endpoint>-<connections> with endpoint plaintext|json|64k|1m|delay (HTTP/1.1,
+#                       wrk; 64k and 1m answer 64 KiB and 1 MiB bodies from preallocated buffers,
+#                       delay answers after awaiting 1 ms),
 #                     pipeline<depth>-<connections> (HTTP/1.1 plaintext, wrk),
 #                     h2-<connections>x<streams> (HTTP/2 plaintext, h2load),
 #                     uneven<slow>-<connections> (plaintext on <connections>, measured, while <slow>
-#                     other connections, opened first, keep asking for /cpu: 0.5 ms of CPU each; the
-#                     CPU per request then includes theirs, so compare req/s and latency).
+#                       other connections, opened first, keep asking for /cpu: 0.5 ms of CPU each; the
+#                       CPU per request then includes theirs, so compare req/s and latency),
+#                     tls-<connections> (HTTPS, HTTP/1.1 plaintext, wrk: TLS terminated by Kestrel on
+#                       TLSPORT with a self-signed ECDSA P-256 certificate the app makes at start; the
+#                       server opens that port only for the HTTPS scenarios),
+#                     h2tls-<connections>x<streams> (HTTPS, HTTP/2 negotiated by ALPN, h2load; the
+#                       run fails if h2load did not get h2),
+#                     close-<connections> (HTTP/1.1 plaintext, wrk with "Connection: close": a new
+#                       connection per request; the server counts the connections it accepted, and
+#                       results.md gives connections/s from that count),
+#                     upload-<connections> (wrk with upload.lua: every request POSTs an 8 MiB body to
+#                       /upload, which reads and drops it and answers with its length; MiB/s too),
+#                     ws<bytes>[k]-<connections>, e.g. ws64-16, ws16k-16 (WebSocket echo on /ws,
+#                       perf/LoadClient: each connection sends a binary message and waits for the
+#                       whole echo, again and again; figures per message),
+#                     grpc-<connections>x<streams> (gRPC unary on the HTTP/2 port, h2load POSTing a
+#                       prepared request; the server runs with --grpc true, which puts endpoint
+#                       routing before every request, so these compare only with each other),
+#                     grpcstream-<connections>x<streams> (gRPC server streaming: every call asks for
+#                       GRPC_STREAM [100] messages; figures per message, latency per call).
+#                     h2load counts a gRPC call answered 200 as a success even when its status says
+#                     otherwise: report.py counts calls whose response data fell short as errors.
 #                     Named sets: "sweep" = plaintext at 1, 16, 128, 512 and 4096 connections (the
-#                     chart's x axis); "all" = sweep plus pipeline16-128 and h2-16x10. Above 1000
-#                     connections the open-file limit is raised for server and load generator
-#                     (about two descriptors per connection), up to the hard limit
+#                     chart's x axis); "all" = sweep plus pipeline16-128 and h2-16x10; "apps" =
+#                     tls-16 h2tls-16x10 close-16 64k-16 1m-16 upload-16 ws64-16 ws16k-16
+#                     grpc-16x10 grpcstream-16x10. Above 1000 connections the open-file limit is
+#                     raised for server and load generator (about two descriptors per connection),
+#                     up to the hard limit
 #   TRANSPORTS ["iouring sockets"]
 #   DISPATCH []       io_uring connection dispatch modes to compare, e.g. "Kernel LeastConnections
 #                     IncomingCpu": "iouring" in TRANSPORTS then runs once per mode, reported as
@@ -41,9 +66,10 @@
 #   SERVER_CPU [0], CLIENT_CPU [1]   CPU lists as taskset takes them ("0", "0,1", "0-3"). With
 #                     several server CPUs, CPU figures are summed over them, and a load generator that
 #                     shares one counts as disturbance: raise MAX_OTHER for such runs
-#   PORT [5100], H2PORT [5101], ECHOPORT [5102]
+#   PORT [5100], H2PORT [5101], ECHOPORT [5102], TLSPORT [5103]
 #   LOADGEN [auto]    auto: Bombardier for plain HTTP/1.1 scenarios when it is on PATH, else wrk;
-#                     wrk: always wrk (pipelining always uses wrk, HTTP/2 always h2load)
+#                     wrk: always wrk (pipelining, HTTPS, close and upload always use wrk, HTTP/2
+#                     and gRPC always h2load, WebSockets always perf/LoadClient)
 #   MAX_OTHER [10]    a run is disturbed when anything but the server took more than this % of
 #                     the server's core; the pair is then measured again
 #   RETRIES [6]       how many disturbed pairs may be measured again in the whole run
@@ -68,6 +94,8 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-5100}
 H2PORT=${H2PORT:-5101}
 ECHOPORT=${ECHOPORT:-5102}
+TLSPORT=${TLSPORT:-5103}
+GRPC_STREAM=${GRPC_STREAM:-100}
 LOADGEN=${LOADGEN:-auto}
 MAX_OTHER=${MAX_OTHER:-10}
 RETRIES=${RETRIES:-6}
@@ -117,13 +145,13 @@ if [ "$LOADGEN" = auto ] && command -v bombardier >/dev/null; then use_bombardie
 ncpu=$(nproc --all)
 # "0,2-3" -> "0 2 3"
 expand_cpus() {
-  local part out=()
+  local part cpus=()
   for part in ${1//,/ }; do
-    if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then out+=($(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"))
-    elif [[ $part =~ ^[0-9]+$ ]]; then out+=("$part")
+    if [[ $part =~ ^([0-9]+)-([0-9]+)$ ]]; then mapfile -t -O "${#cpus[@]}" cpus < <(seq "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}")
+    elif [[ $part =~ ^[0-9]+$ ]]; then cpus+=("$part")
     else die "bad CPU list '$1'"; fi
   done
-  echo "${out[*]}"
+  echo "${cpus[*]}"
 }
 for cpu in $(expand_cpus "$SERVER_CPU") $(expand_cpus "$CLIENT_CPU"); do
   [ "$cpu" -lt "$ncpu" ] || die "need CPU $cpu; this machine has $ncpu"
@@ -134,8 +162,20 @@ done
 ulimit -n 65536 2>/dev/null || true
 
 # Something answering on a port would take the load instead of our server (no ss on slim images).
-for p in "$PORT" "$H2PORT" "$ECHOPORT"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set PORT, H2PORT, ECHOPORT)"; fi
+for p in "$PORT" "$H2PORT" "$ECHOPORT" "$TLSPORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set PORT, H2PORT, ECHOPORT, TLSPORT)"; fi
+done
+
+sweep=(plaintext-1 plaintext-16 plaintext-128 plaintext-512 plaintext-4096)
+apps=(tls-16 h2tls-16x10 close-16 64k-16 1m-16 upload-16 ws64-16 ws16k-16 grpc-16x10 grpcstream-16x10)
+scenarios=()
+for name in $SCENARIOS; do
+  case $name in
+    sweep) scenarios+=("${sweep[@]}") ;;
+    all) scenarios+=("${sweep[@]}" pipeline16-128 h2-16x10) ;;
+    apps) scenarios+=("${apps[@]}") ;;
+    *) scenarios+=("$name") ;;
+  esac
 done
 
 # --- build -------------------------------------------------------------------------------------
@@ -146,6 +186,14 @@ dotnet build "$PERF/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-pat
   || { dotnet build "$PERF/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q | tail -30; die "build failed"; }
 APP="$PERF/.artifacts/bin/BenchmarkApp/release/BenchmarkApp"
 [ -x "$APP" ] || die "$APP was not built"
+# The WebSocket load generator, only when a scenario needs it.
+LOADCLIENT="$PERF/.artifacts/bin/LoadClient/release/LoadClient"
+if printf '%s\n' "${scenarios[@]}" | grep -q '^ws'; then
+  log "building perf/LoadClient (Release)"
+  dotnet build "$PERF/LoadClient/LoadClient.csproj" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q >/dev/null \
+    || { dotnet build "$PERF/LoadClient/LoadClient.csproj" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q | tail -30; die "build failed"; }
+  [ -x "$LOADCLIENT" ] || die "$LOADCLIENT was not built"
+fi
 
 # --- output ------------------------------------------------------------------------------------
 STAMP=$(date -u +%Y%m%d-%H%M%S)
@@ -168,6 +216,8 @@ started=$(date +%s)
   echo "wrk=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
   echo "h2load=$(h2load --version | awk '{print $2}')"
   echo "bombardier=$($use_bombardier && bombardier --version 2>&1 | head -1 || echo unused)"
+  # Both sides of the HTTPS scenarios: .NET on Linux and wrk/h2load use the system's libssl.
+  echo "openssl=$(openssl version 2>/dev/null || echo unknown)"
   echo "commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "dirty_files=$(git -C "$ROOT" status --porcelain -- src 2>/dev/null | wc -l)"
   echo "duration_s=$DURATION"
@@ -230,7 +280,9 @@ cpu_ticks() {
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# A transport is "sockets", "iouring", or "iouring-<dispatch mode>" (see DISPATCH).
+# A transport is "sockets", "iouring", or "iouring-<dispatch mode>" (see DISPATCH). The scenario's
+# own server options are in server_args (--tlsport for HTTPS, --grpc true for gRPC): without them the
+# server runs as it did before those scenarios existed.
 start_server() {
   local transport=${1%%-*} logfile=$2 options=()
   if [ "$transport" = iouring ]; then
@@ -238,7 +290,7 @@ start_server() {
     [ -z "$RINGS" ] || options+=(--IoUring:RingCount "$RINGS")
   fi
   nice -n "$NICE" taskset -c "$SERVER_CPU" "$APP" --transport "$transport" --inline "$INLINE" \
-    --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" "${options[@]}" > "$logfile" 2>&1 &
+    --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" "${options[@]}" "${server_args[@]}" > "$logfile" 2>&1 &
   server_pid=$!
   local i
   for i in $(seq 1 100); do
@@ -263,23 +315,28 @@ stop_server() {
   server_pid=""
 }
 
-# load <kind> <connections> <depth> <path> <seconds> <output file>
+# load <kind> <connections> <depth> <url> <seconds> <output file>: the scenario's load generator
+# pinned to CLIENT_CPU. The scenario's own options go in load_args (before the URL) and script_args
+# (after it: wrk passes them to its Lua script).
+load_args=()
+script_args=()
 load() {
-  local kind=$1 conns=$2 depth=$3 path=$4 seconds=$5 out=$6
+  local kind=$1 conns=$2 depth=$3 url=$4 seconds=$5 out=$6
+  local pinned=(nice -n "$NICE" taskset -c "$CLIENT_CPU")
   case $kind in
     bombardier)
-      nice -n "$NICE" taskset -c "$CLIENT_CPU" bombardier -c "$conns" -d "${seconds}s" -l -p r -o j \
-        "http://127.0.0.1:$PORT$path" > "$out" 2>&1 ;;
-    wrk)
-      nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c "$conns" -d "${seconds}s" --latency \
-        "http://127.0.0.1:$PORT$path" > "$out" 2>&1 ;;
-    wrk-pipeline)
-      nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c "$conns" -d "${seconds}s" --latency -s "$PERF/pipeline.lua" \
-        "http://127.0.0.1:$PORT$path" -- "$depth" > "$out" 2>&1 ;;
+      "${pinned[@]}" bombardier -c "$conns" -d "${seconds}s" -l -p r -o j "${load_args[@]}" "$url" > "$out" 2>&1 ;;
+    wrk|wrk-pipeline)
+      "${pinned[@]}" wrk -t1 -c "$conns" -d "${seconds}s" --latency "${load_args[@]}" "$url" "${script_args[@]}" > "$out" 2>&1 ;;
     h2load)
       # h2load prints no percentiles: per-request times go to a log file (see h2_percentiles).
-      nice -n "$NICE" taskset -c "$CLIENT_CPU" h2load -t1 -c "$conns" -m "$depth" -D "$seconds" --log-file="$out.log" \
-        "http://127.0.0.1:$H2PORT$path" > "$out" 2>&1 ;;
+      "${pinned[@]}" h2load -t1 -c "$conns" -m "$depth" -D "$seconds" --log-file="$out.log" "${load_args[@]}" "$url" > "$out" 2>&1 ;;
+    loadclient)
+      # Socket completions run on the client's epoll thread instead of hopping to its thread pool:
+      # about 40 % less of the client's CPU per message here, so one core of client keeps up with
+      # one core of server for longer. Exits 1 when it cannot open its connections; the output says why.
+      "${pinned[@]}" env DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=1 "$LOADCLIENT" --url "$url" --connections "$conns" --seconds "$seconds" "${load_args[@]}" > "$out" 2>&1 \
+        || { cat "$out" >&2; die "perf/LoadClient failed"; } ;;
   esac
 }
 
@@ -310,16 +367,21 @@ jit_methods() {
   curl -sf "http://127.0.0.1:$PORT/stats" | awk '$1 == "jit.compiled_methods" { print $2 }'
 }
 
-# warm_up <kind> <connections> <depth> <path> <output file>: the load of the run, first WARMUP
+# Connections the server's HTTP ports accepted so far, this request's own included.
+connections_accepted() {
+  curl -sf "http://127.0.0.1:$PORT/stats" | awk '$1 == "app.connections_accepted" { print $2 }'
+}
+
+# warm_up <kind> <connections> <depth> <url> <output file>: the load of the run, first WARMUP
 # seconds, then in slices until the JIT is quiet (see WARMUP). Sets warmed_s and warm_jit (methods
 # compiled in the last two slices). The /stats requests between slices are outside any measurement.
 warm_up() {
-  local kind=$1 conns=$2 depth=$3 path=$4 out=$5 before after previous=$JIT_QUIET delta
-  load "$kind" "$conns" "$depth" "$path" "$WARMUP" "$out"
+  local kind=$1 conns=$2 depth=$3 url=$4 out=$5 before after previous=$JIT_QUIET delta
+  load "$kind" "$conns" "$depth" "$url" "$WARMUP" "$out"
   warmed_s=$WARMUP
   before=$(jit_methods) || die "GET /stats failed during warm-up"
   while true; do
-    load "$kind" "$conns" "$depth" "$path" "$WARMUP_SLICE" "$out"
+    load "$kind" "$conns" "$depth" "$url" "$WARMUP_SLICE" "$out"
     warmed_s=$(( warmed_s + WARMUP_SLICE ))
     after=$(jit_methods) || die "GET /stats failed during warm-up"
     delta=$(( after - before ))
@@ -340,6 +402,100 @@ h2_percentiles() {
   fi
 }
 
+# The gRPC request bodies h2load POSTs: one gRPC frame each (compressed flag 0, big-endian length,
+# the message), the messages of perf/BenchmarkApp/Protos/bench.proto by hand. Every answer message
+# is a Payload of "Hello, World!" (5 + 15 bytes of DATA), which report.py checks against.
+GRPC_UNARY_BODY="$RAW/grpc-unary.bin"
+GRPC_STREAM_BODY="$RAW/grpc-stream.bin"
+GRPC_MESSAGE_BYTES=20
+write_grpc_bodies() {
+  python3 - "$GRPC_UNARY_BODY" "$GRPC_STREAM_BODY" "$GRPC_STREAM" <<'EOF'
+import struct
+import sys
+
+def varint(n):
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+def frame(message):
+    return b"\0" + struct.pack(">I", len(message)) + message
+
+hello = b"Hello, World!"
+with open(sys.argv[1], "wb") as f:
+    f.write(frame(b"\x0a" + varint(len(hello)) + hello))     # Payload: field 1 (body), length-delimited
+with open(sys.argv[2], "wb") as f:
+    f.write(frame(b"\x08" + varint(int(sys.argv[3]))))        # StreamRequest: field 1 (count), varint
+EOF
+}
+
+UPLOAD_BYTES=$(( 8 << 20 ))
+
+# scenario <name>: sets what its runs need: protocol, conns, depth (requests or streams in flight per
+# connection), kind (the load generator, as report.py parses it), url, load_args, script_args,
+# server_args, slow (connections of /cpu beside the measured ones) and facts (key=value lines added
+# to every raw output, for report.py: the body bytes a request carries, what a gRPC call answers).
+# Fails on a name it does not know.
+scenario() {
+  slow=0; depth=1; load_args=(); script_args=(); server_args=(); facts=()
+  kind=wrk
+  local http="http://127.0.0.1:$PORT" plain=wrk
+  $use_bombardier && plain=bombardier
+  if [[ $1 =~ ^(plaintext|json|64k|1m|delay)-([0-9]+)$ ]]; then
+    protocol=http1; url="$http/${BASH_REMATCH[1]}"; conns=${BASH_REMATCH[2]}; kind=$plain
+    case ${BASH_REMATCH[1]} in
+      64k) facts=("body_bytes=$(( 64 << 10 ))") ;;
+      1m) facts=("body_bytes=$(( 1 << 20 ))") ;;
+    esac
+  elif [[ $1 =~ ^uneven([0-9]+)-([0-9]+)$ ]]; then
+    protocol=http1; url="$http/plaintext"; slow=${BASH_REMATCH[1]}; conns=${BASH_REMATCH[2]}; kind=$plain
+  elif [[ $1 =~ ^pipeline([0-9]+)-([0-9]+)$ ]]; then
+    protocol=http1; url="$http/plaintext"; depth=${BASH_REMATCH[1]}; conns=${BASH_REMATCH[2]}; kind=wrk-pipeline
+    load_args=(-s "$PERF/pipeline.lua"); script_args=(-- "$depth")
+  elif [[ $1 =~ ^h2-([0-9]+)x([0-9]+)$ ]]; then
+    protocol=h2; url="http://127.0.0.1:$H2PORT/plaintext"; conns=${BASH_REMATCH[1]}; depth=${BASH_REMATCH[2]}; kind=h2load
+  elif [[ $1 =~ ^tls-([0-9]+)$ ]]; then
+    protocol=http1-tls; url="https://127.0.0.1:$TLSPORT/plaintext"; conns=${BASH_REMATCH[1]}; server_args=(--tlsport "$TLSPORT")
+  elif [[ $1 =~ ^h2tls-([0-9]+)x([0-9]+)$ ]]; then
+    protocol=h2-tls; url="https://127.0.0.1:$TLSPORT/plaintext"; conns=${BASH_REMATCH[1]}; depth=${BASH_REMATCH[2]}; kind=h2load
+    server_args=(--tlsport "$TLSPORT")
+  elif [[ $1 =~ ^close-([0-9]+)$ ]]; then
+    # wrk opens a new connection when a response says "Connection: close", as Kestrel's answer to
+    # this request does; the server's count of accepted connections (connections_opened) shows it.
+    protocol=http1; url="$http/plaintext"; conns=${BASH_REMATCH[1]}; load_args=(-H "Connection: close")
+  elif [[ $1 =~ ^upload-([0-9]+)$ ]]; then
+    protocol=http1; url="$http/upload"; conns=${BASH_REMATCH[1]}
+    load_args=(-s "$PERF/upload.lua"); script_args=(-- "$UPLOAD_BYTES"); facts=("body_bytes=$UPLOAD_BYTES")
+  elif [[ $1 =~ ^ws([0-9]+)(k?)-([0-9]+)$ ]]; then
+    local bytes=${BASH_REMATCH[1]}
+    [ -z "${BASH_REMATCH[2]}" ] || bytes=$(( bytes << 10 ))
+    protocol=websocket; url="ws://127.0.0.1:$PORT/ws"; conns=${BASH_REMATCH[3]}; kind=loadclient
+    load_args=(--size "$bytes")
+  elif [[ $1 =~ ^grpc(stream)?-([0-9]+)x([0-9]+)$ ]]; then
+    protocol=grpc; conns=${BASH_REMATCH[2]}; depth=${BASH_REMATCH[3]}; kind=h2load; server_args=(--grpc true)
+    local messages=1 body=$GRPC_UNARY_BODY call=Unary
+    if [ -n "${BASH_REMATCH[1]}" ]; then messages=$GRPC_STREAM; body=$GRPC_STREAM_BODY; call=ServerStream; fi
+    url="http://127.0.0.1:$H2PORT/bench.Bench/$call"
+    load_args=(-d "$body" -H "content-type: application/grpc" -H "te: trailers")
+    facts=("grpc_messages_per_call=$messages" "grpc_data_bytes_per_call=$(( messages * GRPC_MESSAGE_BYTES ))")
+  else
+    die "unknown scenario '$1'"
+  fi
+}
+
+# Checks on the warm-up's output that the scenario ran as it says, before anything is measured.
+check_scenario() {
+  local out=$2
+  case $1 in
+    h2tls-*)
+      grep -q '^Application protocol: h2$' "$out" \
+        || die "h2load did not negotiate h2 over TLS: $(grep -m1 'Application protocol' "$out" || tail -3 "$out")" ;;
+  esac
+}
+
 # --- runs --------------------------------------------------------------------------------------
 read -r -a transports <<< "$TRANSPORTS"
 if [ -n "$DISPATCH" ]; then
@@ -353,15 +509,9 @@ if [ -n "$DISPATCH" ]; then
   done
   transports=("${expanded[@]}")
 fi
-sweep=(plaintext-1 plaintext-16 plaintext-128 plaintext-512 plaintext-4096)
-scenarios=()
-for scenario in $SCENARIOS; do
-  case $scenario in
-    sweep) scenarios+=("${sweep[@]}") ;;
-    all) scenarios+=("${sweep[@]}" pipeline16-128 h2-16x10) ;;
-    *) scenarios+=("$scenario") ;;
-  esac
-done
+# Every name known before the first run.
+for name in "${scenarios[@]}"; do scenario "$name"; done
+write_grpc_bodies
 # Server and load generator each hold one descriptor per connection, plus the runtime's own.
 max_conns=$(printf '%s\n' "${scenarios[@]}" | grep -Eo '[0-9]+(x[0-9]+)?$' | sed 's/x.*//' | sort -n | tail -1)
 need_fds=$(( ${max_conns:-0} * 2 + 1024 ))
@@ -379,31 +529,20 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ $(( round % 2 )) -eq 0 ]; then
     order=(); for (( i = ${#transports[@]} - 1; i >= 0; i-- )); do order+=("${transports[i]}"); done
   fi
-  for scenario in "${scenarios[@]}"; do
-    slow=0
-    if [[ $scenario =~ ^(plaintext|json|64k|delay)-([0-9]+)$ ]]; then
-      protocol=http1; path="/${BASH_REMATCH[1]}"; conns=${BASH_REMATCH[2]}; depth=1
-      kind=wrk; $use_bombardier && kind=bombardier
-    elif [[ $scenario =~ ^uneven([0-9]+)-([0-9]+)$ ]]; then
-      protocol=http1; path=/plaintext; slow=${BASH_REMATCH[1]}; conns=${BASH_REMATCH[2]}; depth=1
-      kind=wrk; $use_bombardier && kind=bombardier
-    elif [[ $scenario =~ ^pipeline([0-9]+)-([0-9]+)$ ]]; then
-      protocol=http1; path=/plaintext; depth=${BASH_REMATCH[1]}; conns=${BASH_REMATCH[2]}; kind=wrk-pipeline
-    elif [[ $scenario =~ ^h2-([0-9]+)x([0-9]+)$ ]]; then
-      protocol=h2; path=/plaintext; conns=${BASH_REMATCH[1]}; depth=${BASH_REMATCH[2]}; kind=h2load
-    else
-      die "unknown scenario '$scenario'"
-    fi
+  for name in "${scenarios[@]}"; do
+    scenario "$name"
     # Both transports back to back; if anything else took a core meanwhile, measure the pair again.
     attempt=0
     while true; do
       pair=""
       disturbed=""
       for transport in "${order[@]}"; do
-        raw="$RAW/r$round-$scenario-$transport-a$attempt.txt"
+        raw="$RAW/r$round-$name-$transport-a$attempt.txt"
         start_server "$transport" "$raw.server.log"
         [ "$slow" -eq 0 ] || start_slow_load "$slow" "$raw.slow"
-        warm_up "$kind" "$conns" "$depth" "$path" "$raw.warmup"
+        warm_up "$kind" "$conns" "$depth" "$url" "$raw.warmup"
+        check_scenario "$name" "$raw.warmup"
+        accepted0=$(connections_accepted) || die "GET /stats failed"
         read -r server_busy0 server_irq0 server_steal0 < <(cpu_ticks "$SERVER_CPU")
         read -r client_busy0 client_irq0 _ < <(cpu_ticks "$CLIENT_CPU")
         ticks0=$(process_ticks "$server_pid")
@@ -417,7 +556,7 @@ for round in $(seq 1 "$ROUNDS"); do
              | awk '$1 ~ /^iouring\.connections\.active\[/ { printf "%s%s", sep, $2; sep = "/" }' > "$raw.rings") &
           rings_pid=$!
         fi
-        load "$kind" "$conns" "$depth" "$path" "$DURATION" "$raw"
+        load "$kind" "$conns" "$depth" "$url" "$DURATION" "$raw"
         t1=$(date +%s.%N)
         client1=$(children_ticks)
         ticks1=$(process_ticks "$server_pid")
@@ -426,16 +565,21 @@ for round in $(seq 1 "$ROUNDS"); do
         rss=$(rss_kib "$server_pid")
         if [ -n "$rings_pid" ]; then
           wait "$rings_pid" || true
-          printf '%s\t%s\t%s\t%s\n' "$round" "$scenario" "$transport" "$(cat "$raw.rings" 2>/dev/null || echo '?')" >> "$RAW/rings.tsv"
+          printf '%s\t%s\t%s\t%s\n' "$round" "$name" "$transport" "$(cat "$raw.rings" 2>/dev/null || echo '?')" >> "$RAW/rings.tsv"
         fi
-        kill -0 "$server_pid" 2>/dev/null || { cat "$raw.server.log" >&2; die "server died during $scenario on $transport"; }
+        kill -0 "$server_pid" 2>/dev/null || { cat "$raw.server.log" >&2; die "server died during $name on $transport"; }
+        # The load's connections: all accepted since the reading before it, less that reading's own
+        # connection (counted in it), this one's, and the ring count's halfway through.
+        accepted1=$(connections_accepted) || die "GET /stats failed"
         stop_slow_load
         stop_server
         h2_percentiles "$raw"
+        own=1; [ -z "$rings_pid" ] || own=2
+        printf '%s\n' "connections_opened=$(( accepted1 - accepted0 - own ))" "${facts[@]}" >> "$raw"
         wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
         server_ticks=$(( ticks1 - ticks0 )); server_busy=$(( server_busy1 - server_busy0 ))
         client_ticks=$(( client1 - client0 )); client_busy=$(( client_busy1 - client_busy0 ))
-        pair+=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$round" "$scenario" "$transport" \
+        pair+=$(printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s' "$round" "$name" "$transport" \
           "$protocol" "$conns" "$depth" "$kind" "$(basename "$raw")" "$attempt" "$server_ticks" "$server_busy" \
           $(( server_irq1 - server_irq0 )) $(( server_steal1 - server_steal0 )) "$client_ticks" "$client_busy" \
           $(( client_irq1 - client_irq0 )) "$wall" "$rss")$'\n'
@@ -444,7 +588,7 @@ for round in $(seq 1 "$ROUNDS"); do
           disturbed+=" $transport (something else took ${other}% of the server's core)"
         fi
         n=$(( n + 1 ))
-        log "[$n/$total] round $round $scenario $transport: $(python3 "$PERF/report.py" summary "$raw" "$kind") (warm-up ${warmed_s}s, JIT compiled $warm_jit in the last two slices)"
+        log "[$n/$total] round $round $name $transport: $(python3 "$PERF/report.py" summary "$raw" "$kind" "$name") (warm-up ${warmed_s}s, JIT compiled $warm_jit in the last two slices)"
       done
       if [ -z "$disturbed" ]; then break; fi
       if [ "$RETRIES" -le 0 ]; then

@@ -8,5 +8,9 @@ internal static class Payloads
 {
     public static readonly byte[] HelloWorld = Encoding.UTF8.GetBytes("Hello, World!");
 
-    public static readonly byte[] SixtyFourKiB = Enumerable.Range(0, 64 * 1024).Select(i => (byte)('a' + (i % 26))).ToArray();
+    public static readonly byte[] SixtyFourKiB = Letters(64 * 1024);
+
+    public static readonly byte[] OneMiB = Letters(1024 * 1024);
+
+    private static byte[] Letters(int length) => Enumerable.Range(0, length).Select(i => (byte)('a' + (i % 26))).ToArray();
 }

@@ -11,9 +11,10 @@ namespace BenchmarkApp;
 
 /// <summary>
 /// The transport's metrics (meter IoUring.Transport, summed over rings), the managed heap and the
-/// count of methods the JIT has compiled, as plain text lines "name value": perf/soak.sh reads the
-/// first two, perf/run.sh the last between warm-up slices (never while it measures). Served at
-/// /stats on the HTTP/1.1 port.
+/// count of methods the JIT has compiled, and the connections the HTTP ports accepted, as plain
+/// text lines "name value": perf/soak.sh reads the first two, perf/run.sh the JIT count between
+/// warm-up slices (never while it measures) and the connections before and after each measured
+/// run. Served at /stats on the HTTP/1.1 port.
 /// </summary>
 internal sealed class TransportStats : IDisposable
 {
@@ -97,6 +98,7 @@ internal sealed class TransportStats : IDisposable
         // it still grows the process is not in its steady state, and a measurement would mix code
         // generations (on one pinned core, tier-up under load can take tens of seconds).
         text.Append(CultureInfo.InvariantCulture, $"jit.compiled_methods {JitInfo.GetCompiledMethodCount(currentThread: false)}\n");
+        text.Append(CultureInfo.InvariantCulture, $"app.connections_accepted {ConnectionCounter.Accepted}\n");
         return text.ToString();
     }
 
