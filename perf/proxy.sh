@@ -5,43 +5,53 @@
 #   bash perf/proxy.sh
 #
 # Builds both projects in Release into perf/.artifacts/, then for every round starts backend and
-# proxy once per mode (the order alternates from round to round): "iouring" (the default, with
-# IoUring__FallbackToSockets=false so a fallback cannot measure Sockets twice) and "sockets"
-# (IoUring__Enabled=false, which puts Kestrel on Sockets and makes IoUringConnectionFactory connect
-# with Socket: the script checks both, by the proxy's GET /proxy/transport and by the io_uring
-# descriptors each process holds or must not hold). It warms the pair up and measures wrk against
-# the proxy at each connection count. Per run: proxied requests per second, p50 and p99, CPU time
-# per proxied request of the proxy and of the backend (utime + stime of all their threads, from
-# /proc/<pid>/stat), and how busy each core was with anything else. About 5 minutes with the
-# defaults, once built.
+# proxy once per mode (the order alternates from round to round):
+#   iouring   the sample as it ships: Kestrel on io_uring in both, the proxy's connections to the
+#             backend made by IoUringConnectionFactory on its rings (IoUring__FallbackToSockets=false,
+#             so a fallback cannot measure Sockets twice)
+#   sockets   IoUring__Enabled=false for both: Kestrel on Sockets, and IoUringConnectionFactory
+#             connects with Socket (its fallback: Kestrel's socket connection under a Stream)
+#   stock     IoUring__Enabled=false for both and the cluster's UseIoUringConnectionFactory=false:
+#             YARP as it is without this library, HttpClient connecting its own sockets
+#   inbound   (not in the default set) io_uring in both, but the proxy's connections HttpClient's own
+#             sockets: what the connection factory adds on top of the inbound side
+# Each start is checked: the proxy's GET /proxy/transport (inbound transport, outbound, connections
+# the rings made), the backend's X-Backend header, and the io_uring descriptors each process holds
+# or must not hold. It warms the pair up and measures wrk against the proxy at each connection
+# count. Per run: proxied requests per second, p50 and p99, CPU time per proxied request of the
+# proxy and of the backend (utime + stime of all their threads, from /proc/<pid>/stat), and how
+# busy each core was with anything else. About 6 minutes with the defaults, once built.
 #
 # Placement on a 2-core machine: the proxy alone on PROXY_CPU (0), the backend and wrk together on
 # BACKEND_CPU and CLIENT_CPU (1). The proxy does the most work per request (it parses the request,
 # forwards it on a pooled connection, reads the answer and copies it back), so it gets a core of
 # its own and is the limit: its core is saturated, the other one is not (the results give both
 # cores' load). Under taskset each runtime sees one processor: one ring (or one Sockets I/O queue)
-# and one GC heap per process, the same in both modes.
+# and one GC heap per process, the same in every mode.
 #
 # Results: perf/results/proxy-<UTC time>/ (results.tsv: every run; results.md: medians, spread,
-# ratios io_uring / Sockets; meta.env: machine, load averages); wrk's output and the apps' logs in
+# ratios of io_uring to the other modes; meta.env: machine, load averages); wrk's output and the apps' logs in
 # perf/results/tmp/proxy-<UTC time>/ (not committed).
 #
 # Environment (defaults in brackets):
-#   ROUNDS [3]            rounds; each runs both modes
+#   ROUNDS [3]            rounds; each runs every mode
 #   DURATION [8]          seconds measured per connection count
 #   WARMUP [20]           seconds of load at the highest connection count after each start (the JIT
 #                         recompiles hot code for 15-30 s on one loaded core)
 #   SETTLE [3]            seconds of load at each connection count before it is measured
 #   CONNECTIONS ["16 128"]
-#   MODES ["iouring sockets"]
+#   MODES ["iouring sockets stock"]  (and inbound)
 #   PROXY_CPU [0], BACKEND_CPU [1], CLIENT_CPU [1]   CPU lists as taskset takes them
 #   PROXY_PORT [5200], BACKEND_PORT [5201]
 #   NICE [0]              nice value for proxy, backend and wrk
-#   QUIET_WAIT [20], QUIET_BUSY [15]   before each measured connection count, wait up to QUIET_WAIT
+#   QUIET_WAIT [15], QUIET_BUSY [15]   before each measured connection count, wait up to QUIET_WAIT
 #                         seconds for a second in which the machine's CPUs were at most QUIET_BUSY %
 #                         busy (proxy and backend idle between runs), so that a run starts when
 #                         nothing else is running; the wait is recorded. What still runs during a
 #                         run shows in the "else on ... core" columns
+#   MAX_OTHER [10], RETRIES [4]   a run in which anything but the proxy took more than MAX_OTHER % of
+#                         the proxy's core is measured again (proxy and backend stay up), at most
+#                         RETRIES times in the whole run; the last attempt is kept either way
 set -euo pipefail
 
 PERF=$(cd "$(dirname "$0")" && pwd)
@@ -51,14 +61,16 @@ DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-20}
 SETTLE=${SETTLE:-3}
 CONNECTIONS=${CONNECTIONS:-"16 128"}
-MODES=${MODES:-"iouring sockets"}
+MODES=${MODES:-"iouring sockets stock"}
 PROXY_CPU=${PROXY_CPU:-0}
 BACKEND_CPU=${BACKEND_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PROXY_PORT=${PROXY_PORT:-5200}
 BACKEND_PORT=${BACKEND_PORT:-5201}
 NICE=${NICE:-0}
-QUIET_WAIT=${QUIET_WAIT:-20}
+QUIET_WAIT=${QUIET_WAIT:-15}
+MAX_OTHER=${MAX_OTHER:-10}
+RETRIES=${RETRIES:-4}
 QUIET_BUSY=${QUIET_BUSY:-15}
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -117,12 +129,14 @@ started=$(date +%s)
   echo "backend_cpu=$BACKEND_CPU"
   echo "client_cpu=$CLIENT_CPU"
   echo "nice=$NICE"
+  echo "max_other_pct=$MAX_OTHER"
+  echo "retries=$RETRIES"
   echo "quiet=at most ${QUIET_BUSY}% busy for a second, waited for up to ${QUIET_WAIT} s before each measured connection count"
   echo "clk_tck=$CLK_TCK"
   echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/meta.env"
 RESULTS="$OUT/results.tsv"
-printf 'round\tmode\tconnections\trequests\tseconds\trps\tp50_ms\tp99_ms\terrors\tproxy_ticks\tbackend_ticks\tclient_ticks\tproxy_core_busy_ticks\tother_core_busy_ticks\twall_s\tconnected_on_rings\tloadavg1\tquiet_wait_s\n' > "$RESULTS"
+printf 'round\tmode\tconnections\trequests\tseconds\trps\tp50_ms\tp99_ms\terrors\tproxy_ticks\tbackend_ticks\tclient_ticks\tproxy_core_busy_ticks\tother_core_busy_ticks\twall_s\tconnected_on_rings\tloadavg1\tquiet_wait_s\tattempt\n' > "$RESULTS"
 
 proxy_pid=""
 backend_pid=""
@@ -179,7 +193,7 @@ start() {
   local dir=$1 app=$2 cpu=$3 logfile=$4 mode=$5
   shift 5
   local environment=(IoUring__FallbackToSockets=false)
-  [ "$mode" = iouring ] || environment=(IoUring__Enabled=false)
+  case $mode in sockets|stock) environment=(IoUring__Enabled=false) ;; esac
   (cd "$dir" && exec env "${environment[@]}" nice -n "$NICE" taskset -c "$cpu" "./$app" "$@") > "$logfile" 2>&1 &
   started_pid=$!
   local i
@@ -200,15 +214,16 @@ check() {
   connected=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["connectedOnRings"])' "$status")
   backend_says=$(curl -sf -o /dev/null -D - "http://127.0.0.1:$PROXY_PORT/" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-backend" { print $2 }')
   proxy_fds=$(io_uring_fds "$proxy_pid"); backend_fds=$(io_uring_fds "$backend_pid")
-  if [ "$mode" = iouring ]; then
-    [ "$inbound" = io_uring ] && [ "$outbound" = io_uring ] && [ "$connected" -gt 0 ] && [ "$backend_says" = io_uring ] \
-      && [ "$proxy_fds" -gt 0 ] && [ "$backend_fds" -gt 0 ] \
-      || die "not io_uring both ways: proxy $status, backend says '$backend_says', io_uring descriptors $proxy_fds/$backend_fds"
-  else
-    [ "$inbound" = Sockets ] && [ "$outbound" != io_uring ] && [ "$connected" -eq 0 ] && [ "$backend_says" = Sockets ] \
-      && [ "$proxy_fds" -eq 0 ] && [ "$backend_fds" -eq 0 ] \
-      || die "not Sockets both ways: proxy $status, backend says '$backend_says', io_uring descriptors $proxy_fds/$backend_fds"
-  fi
+  local ok=false
+  case $mode in
+    iouring) [ "$inbound" = io_uring ] && [ "$outbound" = io_uring ] && [ "$connected" -gt 0 ] && [ "$backend_says" = io_uring ] \
+               && [ "$proxy_fds" -gt 0 ] && [ "$backend_fds" -gt 0 ] && ok=true ;;
+    inbound) [ "$inbound" = io_uring ] && [ "$outbound" != io_uring ] && [ "$connected" -eq 0 ] && [ "$backend_says" = io_uring ] \
+               && [ "$proxy_fds" -gt 0 ] && [ "$backend_fds" -gt 0 ] && ok=true ;;
+    sockets|stock) [ "$inbound" = Sockets ] && [ "$outbound" != io_uring ] && [ "$connected" -eq 0 ] && [ "$backend_says" = Sockets ] \
+               && [ "$proxy_fds" -eq 0 ] && [ "$backend_fds" -eq 0 ] && ok=true ;;
+  esac
+  $ok || die "not as mode $mode says: proxy $status, backend says '$backend_says', io_uring descriptors $proxy_fds/$backend_fds"
   echo "$connected"
 }
 
@@ -217,6 +232,9 @@ load() { # load <connections> <seconds> <output>
 }
 
 read -r -a modes <<< "$MODES"
+for mode in "${modes[@]}"; do
+  case $mode in iouring|sockets|stock|inbound) ;; *) die "unknown mode '$mode' (iouring, sockets, stock, inbound)" ;; esac
+done
 read -r -a counts <<< "$CONNECTIONS"
 highest=$(printf '%s\n' "${counts[@]}" | sort -n | tail -1)
 log "$ROUNDS rounds of ${modes[*]}: ${WARMUP}s warm-up, then ${SETTLE}s + ${DURATION}s at each of ${counts[*]} connections; results in ${OUT#"$ROOT"/}"
@@ -227,33 +245,46 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in "${order[@]}"; do
     start "$BACKEND_DIR" Backend "$BACKEND_CPU" "$RAW/r$round-$mode.backend.log" "$mode" --urls "http://127.0.0.1:$BACKEND_PORT"
     backend_pid=$started_pid
-    start "$PROXY_DIR" YarpProxy "$PROXY_CPU" "$RAW/r$round-$mode.proxy.log" "$mode" --urls "http://127.0.0.1:$PROXY_PORT" \
-      --ReverseProxy:Clusters:backend:Destinations:backend:Address "http://127.0.0.1:$BACKEND_PORT/"
+    proxy_args=(--urls "http://127.0.0.1:$PROXY_PORT" --ReverseProxy:Clusters:backend:Destinations:backend:Address "http://127.0.0.1:$BACKEND_PORT/")
+    case $mode in stock|inbound) proxy_args+=(--ReverseProxy:Clusters:backend:Metadata:UseIoUringConnectionFactory false) ;; esac
+    start "$PROXY_DIR" YarpProxy "$PROXY_CPU" "$RAW/r$round-$mode.proxy.log" "$mode" "${proxy_args[@]}"
     proxy_pid=$started_pid
     curl -sf -o /dev/null "http://127.0.0.1:$PROXY_PORT/" || die "the proxy does not answer"
     check "$mode" > /dev/null
     load "$highest" "$WARMUP" "$RAW/r$round-$mode.warmup"
     for conns in "${counts[@]}"; do
-      raw="$RAW/r$round-$mode-c$conns.txt"
-      wait_quiet
-      load "$conns" "$SETTLE" "$raw.settle"
-      p0=$(process_ticks "$proxy_pid"); b0=$(process_ticks "$backend_pid"); c0=$(children_ticks)
-      busy_p0=$(cpu_busy "$PROXY_CPU"); busy_o0=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU"); t0=$(date +%s.%N)
-      load "$conns" "$DURATION" "$raw"
-      t1=$(date +%s.%N); busy_p1=$(cpu_busy "$PROXY_CPU"); busy_o1=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU")
-      p1=$(process_ticks "$proxy_pid"); b1=$(process_ticks "$backend_pid"); c1=$(children_ticks)
-      connected=$(check "$mode")
-      PYTHONPATH="$PERF" python3 - "$raw" "$round" "$mode" "$conns" $((p1 - p0)) $((b1 - b0)) $((c1 - c0)) $((busy_p1 - busy_p0)) $((busy_o1 - busy_o0)) \
-          "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" "$connected" "$(cut -d' ' -f1 /proc/loadavg)" "$waited_s" >> "$RESULTS" <<'EOF'
+      attempt=0
+      while true; do
+        raw="$RAW/r$round-$mode-c$conns-a$attempt.txt"
+        wait_quiet
+        load "$conns" "$SETTLE" "$raw.settle"
+        p0=$(process_ticks "$proxy_pid"); b0=$(process_ticks "$backend_pid"); c0=$(children_ticks)
+        busy_p0=$(cpu_busy "$PROXY_CPU"); busy_o0=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU"); t0=$(date +%s.%N)
+        load "$conns" "$DURATION" "$raw"
+        t1=$(date +%s.%N); busy_p1=$(cpu_busy "$PROXY_CPU"); busy_o1=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU")
+        p1=$(process_ticks "$proxy_pid"); b1=$(process_ticks "$backend_pid"); c1=$(children_ticks)
+        connected=$(check "$mode")
+        wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+        other=$(awk -v w="$wall" -v hz="$CLK_TCK" -v b=$((busy_p1 - busy_p0)) -v s=$((p1 - p0)) 'BEGIN { printf "%.0f", (b - s) / (w * hz) * 100 }')
+        summary="$(python3 "$PERF/report.py" summary "$raw" wrk); proxy $(( (p1 - p0) * 100 / (CLK_TCK * DURATION) ))% of a core, backend $(( (b1 - b0) * 100 / (CLK_TCK * DURATION) ))%, ${other}% of the proxy's core went elsewhere; load $(cut -d' ' -f1 /proc/loadavg), waited ${waited_s}s for quiet"
+        if [ "$other" -gt "$MAX_OTHER" ] && [ "$RETRIES" -gt 0 ]; then
+          RETRIES=$(( RETRIES - 1 )); attempt=$(( attempt + 1 ))
+          log "round $round $mode $conns connections: $summary; disturbed, measuring again"
+          continue
+        fi
+        PYTHONPATH="$PERF" python3 - "$raw" "$round" "$mode" "$conns" $((p1 - p0)) $((b1 - b0)) $((c1 - c0)) $((busy_p1 - busy_p0)) $((busy_o1 - busy_o0)) \
+            "$wall" "$connected" "$(cut -d' ' -f1 /proc/loadavg)" "$waited_s" "$attempt" >> "$RESULTS" <<'EOF'
 import sys
 from report import parse_wrk
 raw, *rest = sys.argv[1:]
 r = parse_wrk(open(raw).read(), pipelined=False)
-round_, mode, conns, proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited = rest
+round_, mode, conns, proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited, attempt = rest
 print("\t".join(map(str, [round_, mode, conns, r["requests"], f"{r['duration_s']:.3f}", f"{r['rps']:.0f}",
-    r["p50_ms"], r["p99_ms"], r["errors"], proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited])))
+    r["p50_ms"], r["p99_ms"], r["errors"], proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited, attempt])))
 EOF
-      log "round $round $mode $conns connections: $(python3 "$PERF/report.py" summary "$raw" wrk); proxy $(( (p1 - p0) * 100 / (CLK_TCK * DURATION) ))% of a core, backend $(( (b1 - b0) * 100 / (CLK_TCK * DURATION) ))%; load $(cut -d' ' -f1 /proc/loadavg), waited ${waited_s}s for quiet"
+        log "round $round $mode $conns connections: $summary"
+        break
+      done
     done
     stop_apps
   done

@@ -9,8 +9,15 @@ import os
 import statistics
 import sys
 
-NAMES = {"iouring": "io_uring both ways", "sockets": "Sockets both ways"}
-# A run is marked disturbed when something else took more than this % of the proxy's core (as perf/run.sh's MAX_OTHER).
+NAMES = {
+    "iouring": "io_uring both ways",
+    "sockets": "Sockets both ways (the factory's fallback out)",
+    "stock": "Sockets, stock YARP (HttpClient's sockets out)",
+    "inbound": "io_uring in, HttpClient's sockets out",
+}
+SHORT = {"iouring": "io_uring", "sockets": "Sockets", "stock": "stock", "inbound": "inbound"}
+# A run is marked disturbed when something else took more than this % of the proxy's core (proxy.sh's MAX_OTHER,
+# in meta.env as max_other_pct; this default for results without it).
 DISTURBED_PCT = 10
 
 
@@ -41,6 +48,7 @@ def per_run(row, hz):
         "other_on_other_core_pct": max(0.0, (int(row["other_core_busy_ticks"]) - backend - client) / hz / wall * 100),
         "load1": float(row["loadavg1"]),
         "waited": int(row.get("quiet_wait_s") or 0),
+        "attempt": int(row.get("attempt") or 0),
     }
 
 
@@ -60,6 +68,7 @@ def fmt(value, digits=1):
 def main(out_dir):
     meta = read_meta(out_dir)
     hz = int(meta["clk_tck"])
+    limit = int(meta.get("max_other_pct", DISTURBED_PCT))
     with open(os.path.join(out_dir, "results.tsv")) as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     groups = {}
@@ -67,7 +76,7 @@ def main(out_dir):
         groups.setdefault(int(row["connections"]), {}).setdefault(row["mode"], []).append(per_run(row, hz))
 
     out = [
-        f"YARP sample, proxy and backend both on io_uring or both on Sockets · commit {meta.get('commit')} · "
+        f"YARP sample, proxy and backend on io_uring or on Sockets · commit {meta.get('commit')} · "
         f"{meta.get('rounds')} rounds, modes alternating · {meta.get('elapsed_s', '?')} s in all",
         "",
         f"wrk -t1 --latency against the proxy's GET / (forwarded to the backend's), {meta.get('duration_s')} s measured per run "
@@ -83,8 +92,9 @@ def main(out_dir):
         "| Connections | Mode | req/s | spread | p50 ms | p99 ms | proxy CPU µs/req | backend CPU µs/req | proxy's core used by the proxy | else on the proxy's core | else on the other core | load avg | errors |",
         "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
+    order = list(NAMES)
     for conns in sorted(groups):
-        modes = groups[conns]
+        modes = dict(sorted(groups[conns].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         for mode, runs in modes.items():
             rps = [r["rps"] for r in runs]
             spread = (max(rps) - min(rps)) / statistics.median(rps) * 100 if rps else 0
@@ -93,8 +103,8 @@ def main(out_dir):
                 f"{fmt(med(runs, 'p99'), 2)} | {fmt(med(runs, 'proxy_us'))} | {fmt(med(runs, 'backend_us'))} | "
                 f"{med(runs, 'proxy_core_pct'):.0f} % | {med(runs, 'other_on_proxy_core_pct'):.0f} % | "
                 f"{med(runs, 'other_on_other_core_pct'):.0f} % | {med(runs, 'load1'):.2f} | {sum(r['errors'] for r in runs)} |")
-        if "iouring" in modes and "sockets" in modes:
-            u, s = modes["iouring"], modes["sockets"]
+        for other in [m for m in modes if m != "iouring" and "iouring" in modes]:
+            u, s = modes["iouring"], modes[other]
 
             def ratio(key):
                 a, b = med(u, key), med(s, key)
@@ -106,15 +116,17 @@ def main(out_dir):
                 return f"{values[0]:.2f}–{values[-1]:.2f}" if values else "–"
 
             out.append(
-                f"| | **io_uring ÷ Sockets** | **{fmt(ratio('rps'), 2)}** | {paired('rps')} | {fmt(ratio('p50'), 2)} | "
+                f"| | **io_uring ÷ {SHORT.get(other, other)}** | **{fmt(ratio('rps'), 2)}** | {paired('rps')} | {fmt(ratio('p50'), 2)} | "
                 f"{fmt(ratio('p99'), 2)} | **{fmt(ratio('proxy_us'), 2)}** ({paired('proxy_us')}) | {fmt(ratio('backend_us'), 2)} "
                 f"({paired('backend_us')}) | | | | | |")
-    out += ["", "Ratio rows: io_uring ÷ Sockets of the medians (above 1 is better for req/s, below 1 for the rest); "
+    out += ["", "Ratio rows: io_uring both ways ÷ the other mode, of the medians (above 1 is better for req/s, below 1 for the rest); "
             "the ranges are the lowest and highest ratio of the two modes' runs in the same round.", ""]
     every = [r for modes in groups.values() for runs in modes.values() for r in runs]
-    disturbed = [r for r in every if r["other_on_proxy_core_pct"] > DISTURBED_PCT]
-    out.append(f"{len(disturbed)} of {len(every)} runs had more than {DISTURBED_PCT} % of the proxy's core taken by something "
-               "else (marked below); they are kept in the medians.")
+    disturbed = [r for r in every if r["other_on_proxy_core_pct"] > limit]
+    again = sum(r["attempt"] for r in every)
+    out.append(f"{again} disturbed runs were measured again (the retries allowed: {meta.get('retries', '?')}). "
+               f"{len(disturbed)} of the {len(every)} runs kept had more than {limit} % of the proxy's core taken by "
+               "something else (marked below); they are in the medians.")
     out.append("")
     out.append("Every run (round, mode, connections: req/s, p99 ms, proxy / backend CPU µs per request, load average, "
                "what else took the proxy's core and the other core, seconds waited for a quiet second before it):")
@@ -125,7 +137,7 @@ def main(out_dir):
                 out.append(f"- r{r['round']} {mode} {conns}: {r['rps']:,.0f} req/s, p99 {fmt(r['p99'], 2)}, "
                            f"proxy {fmt(r['proxy_us'])} / backend {fmt(r['backend_us'])} µs, load {r['load1']:.2f}, "
                            f"else {r['other_on_proxy_core_pct']:.0f} % / {r['other_on_other_core_pct']:.0f} %, waited {r['waited']} s"
-                           + (" **disturbed**" if r["other_on_proxy_core_pct"] > DISTURBED_PCT else ""))
+                           + (" **disturbed**" if r["other_on_proxy_core_pct"] > limit else ""))
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(out) + "\n")
 

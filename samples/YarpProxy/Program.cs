@@ -44,7 +44,11 @@ internal sealed class IoUringForwarderHttpClientFactory(IoUringConnectionFactory
     protected override void ConfigureHandler(ForwarderHttpClientContext context, SocketsHttpHandler handler)
     {
         base.ConfigureHandler(context, handler); // the cluster's HttpClient settings
-        handler.ConnectCallback = connections.ConnectStreamAsync;
+        // A cluster can keep HttpClient's own sockets: "Metadata": { "UseIoUringConnectionFactory": "false" }.
+        if (context.NewMetadata?.GetValueOrDefault("UseIoUringConnectionFactory") != "false")
+        {
+            handler.ConnectCallback = connections.ConnectStreamAsync;
+        }
     }
 }
 
