@@ -49,6 +49,9 @@
 #                         busy (proxy and backend idle between runs), so that a run starts when
 #                         nothing else is running; the wait is recorded. What still runs during a
 #                         run shows in the "else on ... core" columns
+#   HOG [0]               busy loops pinned to the proxy's core during each measured run (settle and
+#                         measurement): how each mode's proxy shares its core with other work, as on
+#                         a busy host (no retries then; the "else on the proxy's core" column is the hogs)
 #   MAX_OTHER [10], RETRIES [4]   a run in which anything but the proxy took more than MAX_OTHER % of
 #                         the proxy's core is measured again (proxy and backend stay up), at most
 #                         RETRIES times in the whole run; the last attempt is kept either way
@@ -71,6 +74,8 @@ NICE=${NICE:-0}
 QUIET_WAIT=${QUIET_WAIT:-15}
 MAX_OTHER=${MAX_OTHER:-10}
 RETRIES=${RETRIES:-4}
+HOG=${HOG:-0}
+[ "$HOG" -eq 0 ] || RETRIES=0
 QUIET_BUSY=${QUIET_BUSY:-15}
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -129,6 +134,7 @@ started=$(date +%s)
   echo "backend_cpu=$BACKEND_CPU"
   echo "client_cpu=$CLIENT_CPU"
   echo "nice=$NICE"
+  echo "hog=$HOG"
   echo "max_other_pct=$MAX_OTHER"
   echo "retries=$RETRIES"
   echo "quiet=at most ${QUIET_BUSY}% busy for a second, waited for up to ${QUIET_WAIT} s before each measured connection count"
@@ -148,7 +154,21 @@ stop_apps() {
   proxy_pid=""; backend_pid=""
   return 0
 }
-trap stop_apps EXIT
+hog_pids=()
+start_hogs() {
+  local i
+  for (( i = 0; i < HOG; i++ )); do
+    nice -n "$NICE" taskset -c "$PROXY_CPU" sh -c 'while :; do :; done' &
+    hog_pids+=($!)
+  done
+}
+stop_hogs() {
+  local pid
+  for pid in "${hog_pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  hog_pids=()
+  return 0
+}
+trap 'stop_hogs; stop_apps' EXIT
 trap 'exit 130' INT TERM
 
 # utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat, after the command name).
@@ -257,12 +277,14 @@ for round in $(seq 1 "$ROUNDS"); do
       while true; do
         raw="$RAW/r$round-$mode-c$conns-a$attempt.txt"
         wait_quiet
+        start_hogs
         load "$conns" "$SETTLE" "$raw.settle"
         p0=$(process_ticks "$proxy_pid"); b0=$(process_ticks "$backend_pid"); c0=$(children_ticks)
         busy_p0=$(cpu_busy "$PROXY_CPU"); busy_o0=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU"); t0=$(date +%s.%N)
         load "$conns" "$DURATION" "$raw"
         t1=$(date +%s.%N); busy_p1=$(cpu_busy "$PROXY_CPU"); busy_o1=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU")
         p1=$(process_ticks "$proxy_pid"); b1=$(process_ticks "$backend_pid"); c1=$(children_ticks)
+        stop_hogs
         connected=$(check "$mode")
         wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
         other=$(awk -v w="$wall" -v hz="$CLK_TCK" -v b=$((busy_p1 - busy_p0)) -v s=$((p1 - p0)) 'BEGIN { printf "%.0f", (b - s) / (w * hz) * 100 }')

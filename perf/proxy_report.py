@@ -77,7 +77,8 @@ def main(out_dir):
 
     out = [
         f"YARP sample, proxy and backend on io_uring or on Sockets · commit {meta.get('commit')} · "
-        f"{meta.get('rounds')} rounds, modes alternating · {meta.get('elapsed_s', '?')} s in all",
+        f"{meta.get('rounds')} rounds, modes alternating · {meta.get('elapsed_s', '?')} s in all"
+        + (f" · {meta['hog']} busy loop(s) on the proxy's core during every run" if meta.get("hog", "0") != "0" else ""),
         "",
         f"wrk -t1 --latency against the proxy's GET / (forwarded to the backend's), {meta.get('duration_s')} s measured per run "
         f"after a {meta.get('warmup_s')} s warm-up and {meta.get('settle_s')} s at the run's connection count; proxy on CPU "
