@@ -1,4 +1,5 @@
 using System;
+using System.Collections.Generic;
 using System.Diagnostics;
 using System.IO;
 using System.Text;
@@ -9,8 +10,9 @@ namespace IoUring.FunctionalTests;
 
 /// <summary>
 /// One of samples/* run as its own process, the way a user runs it (its build output in the
-/// configuration these tests were built in), on an ephemeral loopback port, io_uring required.
-/// Started once it printed where it listens; disposing kills it.
+/// configuration these tests were built in, from its output folder so that its appsettings.json
+/// applies), on an ephemeral loopback port, io_uring required. Started once it printed where it
+/// listens; disposing kills it.
 /// </summary>
 internal sealed class SampleApp : IAsyncDisposable
 {
@@ -43,30 +45,43 @@ internal sealed class SampleApp : IAsyncDisposable
         }
     }
 
-    /// <summary>The path of samples/<paramref name="name"/>'s built entry assembly.</summary>
+    /// <summary>
+    /// The path of samples/<paramref name="name"/>'s built entry assembly (named as its folder:
+    /// "YarpProxy/Backend" is samples/YarpProxy/Backend/bin/…/Backend.dll).
+    /// </summary>
     public static string PathOf(string name)
     {
         var directory = new DirectoryInfo(AppContext.BaseDirectory);
         string configuration = directory.Parent!.Name; // bin/<configuration>/<framework>/
         string framework = directory.Name;
-        string path = Path.Combine(Repository.Root(), "samples", name, "bin", configuration, framework, name + ".dll");
+        string path = Path.Combine(Repository.Root(), "samples", name, "bin", configuration, framework, Path.GetFileName(name) + ".dll");
         Assert.True(File.Exists(path), $"{path} is missing: build the solution first");
         return path;
     }
 
-    public static async Task<SampleApp> StartAsync(string name)
+    /// <param name="name">The sample's folder under samples/.</param>
+    /// <param name="environment">More environment variables for it (configuration, as <c>Section__Key</c>).</param>
+    public static async Task<SampleApp> StartAsync(string name, IReadOnlyDictionary<string, string>? environment = null)
     {
+        string assembly = PathOf(name);
         var start = new ProcessStartInfo(Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
+            WorkingDirectory = Path.GetDirectoryName(assembly)!, // the content root, where appsettings.json is
         };
-        start.ArgumentList.Add(PathOf(name));
-        start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
+        start.ArgumentList.Add(assembly);
+        // On the command line, which overrides the Urls a sample's appsettings.json may set.
+        start.ArgumentList.Add("--urls");
+        start.ArgumentList.Add("http://127.0.0.1:0");
         start.Environment["DOTNET_ENVIRONMENT"] = "Production";
         start.Environment["IoUring__FallbackToSockets"] = "false";
         start.Environment["IoUring__KernelEventLoop"] = TransportSelector.KernelEventLoop.ToString();
+        foreach ((string key, string value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
 
         var output = new StringBuilder();
         var listening = new TaskCompletionSource<(Uri Address, string Transport)>(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -1,6 +1,8 @@
 using System;
 using System.Collections.Generic;
+using System.Linq;
 using System.Net.Http;
+using System.Net.Http.Headers;
 using System.Net.WebSockets;
 using System.Text;
 using System.Text.Json;
@@ -33,7 +35,7 @@ public class SampleTests
             values.Add(value.Value);
         }
 
-        Assert.Equal(System.Linq.Enumerable.Range(1, 100), values);
+        Assert.Equal(Enumerable.Range(1, 100), values);
     }
 
     [Fact]
@@ -136,6 +138,49 @@ public class SampleTests
           return [...log.children].map(line => line.textContent);
         }
         """;
+
+    [Fact]
+    public async Task TheYarpSampleProxiesGetsAndLargePostsToItsBackendOnIoUringBothWays()
+    {
+        await using SampleApp backend = await SampleApp.StartAsync("YarpProxy/Backend");
+        Assert.True(backend.Transport == "io_uring", backend.Output);
+        await using SampleApp proxy = await SampleApp.StartAsync("YarpProxy", new Dictionary<string, string>
+        {
+            ["ReverseProxy__Clusters__backend__Destinations__backend__Address"] = backend.Address.ToString(),
+        });
+        Assert.True(proxy.Transport == "io_uring", proxy.Output);
+
+        using var http = new HttpClient { BaseAddress = proxy.Address };
+        byte[] body = new byte[300_000];
+        new Random(16).NextBytes(body);
+        // Several at once, so that the proxy opens more than one connection to the backend.
+        await Task.WhenAll(Enumerable.Range(0, 8).Select(async i =>
+        {
+            using var request = i % 2 == 0
+                ? new HttpRequestMessage(HttpMethod.Get, "/")
+                : new HttpRequestMessage(HttpMethod.Post, "/echo") { Content = new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } } };
+            using HttpResponseMessage response = await http.SendAsync(request, TestContext.Current.CancellationToken);
+            Assert.True(response.IsSuccessStatusCode, $"{request.Method} {request.RequestUri}: {response.StatusCode}\n{proxy.Output}\n{backend.Output}");
+            Assert.Equal("io_uring", Assert.Single(response.Headers.GetValues("X-Backend"))); // set by the backend
+            byte[] content = await response.Content.ReadAsByteArrayAsync(TestContext.Current.CancellationToken);
+            if (i % 2 == 0)
+            {
+                Assert.Equal("Hello from the backend!", Encoding.UTF8.GetString(content));
+            }
+            else
+            {
+                Assert.Equal("application/octet-stream", response.Content.Headers.ContentType?.MediaType);
+                Assert.True(body.AsSpan().SequenceEqual(content), $"echo of {body.Length} bytes came back as {content.Length} different bytes");
+            }
+        })).DefaultTimeout();
+
+        // The proxy's outbound connections: made by IoUringConnectionFactory on the rings.
+        using JsonDocument transport = JsonDocument.Parse(await http.GetStringAsync("/proxy/transport", TestContext.Current.CancellationToken).DefaultTimeout());
+        JsonElement root = transport.RootElement;
+        Assert.True(root.GetProperty("inbound").GetString() == "io_uring", root.ToString());
+        Assert.True(root.GetProperty("outbound").GetString() == "io_uring", root.ToString());
+        Assert.True(root.GetProperty("connectedOnRings").GetInt64() > 0, root.ToString());
+    }
 
     private static async Task<byte[]> ReceiveMessageAsync(ClientWebSocket socket, WebSocketMessageType expected)
     {
