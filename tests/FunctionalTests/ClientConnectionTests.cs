@@ -250,15 +250,9 @@ public class ClientConnectionTests
     [Fact]
     public async Task AConnectThatHangsEndsWhenCancelledAndTheRingServesOn()
     {
-        // A listener whose accept queue is full and never drained: Linux drops further SYNs, so a
-        // connect to it waits (retransmitting) until it is cancelled.
-        using var blackHole = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        blackHole.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        blackHole.Listen(1);
-        var target = (IPEndPoint)blackHole.LocalEndPoint!;
-        using var filler = new DisposableList<Socket>();
+        using BlackHole blackHole = await BlackHole.CreateAsync();
+        IPEndPoint target = blackHole.EndPoint;
         await using IoUringConnectionFactory factory = CreateFactory(o => o.RingCount = 1);
-        await FillAcceptQueueAsync(target, filler);
 
         using var timeout = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
         OperationCanceledException cancelled = await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await factory.ConnectAsync(target, timeout.Token));
@@ -273,14 +267,9 @@ public class ClientConnectionTests
     [Fact]
     public async Task HttpClientsConnectTimeoutEndsAHangingConnectAsWithSockets()
     {
-        using var blackHole = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-        blackHole.Bind(new IPEndPoint(IPAddress.Loopback, 0));
-        blackHole.Listen(1);
-        var target = (IPEndPoint)blackHole.LocalEndPoint!;
-        using var filler = new DisposableList<Socket>();
+        using BlackHole blackHole = await BlackHole.CreateAsync();
         await using IoUringConnectionFactory factory = CreateFactory(o => o.RingCount = 1);
-        await FillAcceptQueueAsync(target, filler);
-        var uri = new Uri($"http://127.0.0.1:{target.Port}/");
+        var uri = new Uri($"http://127.0.0.1:{blackHole.EndPoint.Port}/");
 
         using var sockets = new HttpClient(new SocketsHttpHandler { ConnectTimeout = TimeSpan.FromMilliseconds(200) });
         using var ioUring = new HttpClient(new SocketsHttpHandler { ConnectTimeout = TimeSpan.FromMilliseconds(200), ConnectCallback = factory.ConnectStreamAsync });
@@ -328,28 +317,6 @@ public class ClientConnectionTests
         await connection.DisposeAsync();
     }
 
-    /// <summary>Connects sockets to <paramref name="target"/> until one hangs: its accept queue is then full.</summary>
-    private static async Task FillAcceptQueueAsync(IPEndPoint target, DisposableList<Socket> filler)
-    {
-        // The queue holds backlog + 1 connections; the SYN of the one after is dropped.
-        for (int i = 0; i < 16; i++)
-        {
-            var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
-            filler.Add(socket);
-            using var attempt = new CancellationTokenSource(TimeSpan.FromMilliseconds(100 * TestWait.Scale()));
-            try
-            {
-                await socket.ConnectAsync(target, attempt.Token);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
-
-        throw new InvalidOperationException("The accept queue never filled: the kernel accepted 16 connections on a backlog of 1.");
-    }
-
     private static async Task SocketConnectAsync(EndPoint endPoint)
     {
         using var socket = endPoint is UnixDomainSocketEndPoint
@@ -369,14 +336,50 @@ public class ClientConnectionTests
     {
     }
 
-    private sealed class DisposableList<T> : System.Collections.Generic.List<T>, IDisposable where T : IDisposable
+    /// <summary>
+    /// A loopback listener whose accept queue is full and never drained: Linux drops further SYNs,
+    /// so a connect to it waits (retransmitting) until it is cancelled.
+    /// </summary>
+    private sealed class BlackHole : IDisposable
     {
+        private readonly Socket _listener = new(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        private readonly System.Collections.Generic.List<Socket> _queued = [];
+
+        public IPEndPoint EndPoint => (IPEndPoint)_listener.LocalEndPoint!;
+
+        public static async Task<BlackHole> CreateAsync()
+        {
+            var hole = new BlackHole();
+            hole._listener.Bind(new IPEndPoint(IPAddress.Loopback, 0));
+            hole._listener.Listen(1);
+            // The queue holds backlog + 1 connections; the SYN of the one after is dropped.
+            for (int i = 0; i < 16; i++)
+            {
+                var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+                hole._queued.Add(socket);
+                using var attempt = new CancellationTokenSource(TimeSpan.FromMilliseconds(100 * TestWait.Scale()));
+                try
+                {
+                    await socket.ConnectAsync(hole.EndPoint, attempt.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    return hole; // this one hangs: the queue is full
+                }
+            }
+
+            hole.Dispose();
+            throw new InvalidOperationException("The accept queue never filled: the kernel accepted 16 connections on a backlog of 1.");
+        }
+
         public void Dispose()
         {
-            foreach (T item in this)
+            foreach (Socket socket in _queued)
             {
-                item.Dispose();
+                socket.Dispose();
             }
+
+            _listener.Dispose();
         }
     }
 }
