@@ -142,7 +142,7 @@ started=$(date +%s)
   echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 } > "$OUT/meta.env"
 RESULTS="$OUT/results.tsv"
-printf 'round\tmode\tconnections\trequests\tseconds\trps\tp50_ms\tp99_ms\terrors\tproxy_ticks\tbackend_ticks\tclient_ticks\tproxy_core_busy_ticks\tother_core_busy_ticks\twall_s\tconnected_on_rings\tloadavg1\tquiet_wait_s\tattempt\n' > "$RESULTS"
+printf 'round\tmode\tconnections\trequests\tseconds\trps\tp50_ms\tp99_ms\terrors\tproxy_ticks\tbackend_ticks\tclient_ticks\tproxy_core_busy_ticks\tother_core_busy_ticks\twall_s\tconnected_on_rings\tloadavg1\tquiet_wait_s\tattempt\tproxy_context_switches\n' > "$RESULTS"
 
 proxy_pid=""
 backend_pid=""
@@ -206,6 +206,8 @@ wait_quiet() {
     waited_s=$(( waited_s + 1 ))
   done
 }
+# Context switches, voluntary and not, of all of a process's threads (those alive when read).
+context_switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'; }
 io_uring_fds() { find "/proc/$1/fd" -lname 'anon_inode:\[io_uring\]' 2>/dev/null | wc -l; }
 
 # start <dir> <app> <cpu> <log> <mode> [args...]: the app from its folder (its appsettings.json), pinned.
@@ -279,11 +281,11 @@ for round in $(seq 1 "$ROUNDS"); do
         wait_quiet
         start_hogs
         load "$conns" "$SETTLE" "$raw.settle"
-        p0=$(process_ticks "$proxy_pid"); b0=$(process_ticks "$backend_pid"); c0=$(children_ticks)
+        p0=$(process_ticks "$proxy_pid"); b0=$(process_ticks "$backend_pid"); c0=$(children_ticks); x0=$(context_switches "$proxy_pid")
         busy_p0=$(cpu_busy "$PROXY_CPU"); busy_o0=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU"); t0=$(date +%s.%N)
         load "$conns" "$DURATION" "$raw"
         t1=$(date +%s.%N); busy_p1=$(cpu_busy "$PROXY_CPU"); busy_o1=$(cpu_busy "$BACKEND_CPU,$CLIENT_CPU")
-        p1=$(process_ticks "$proxy_pid"); b1=$(process_ticks "$backend_pid"); c1=$(children_ticks)
+        p1=$(process_ticks "$proxy_pid"); b1=$(process_ticks "$backend_pid"); c1=$(children_ticks); x1=$(context_switches "$proxy_pid")
         stop_hogs
         connected=$(check "$mode")
         wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
@@ -295,14 +297,14 @@ for round in $(seq 1 "$ROUNDS"); do
           continue
         fi
         PYTHONPATH="$PERF" python3 - "$raw" "$round" "$mode" "$conns" $((p1 - p0)) $((b1 - b0)) $((c1 - c0)) $((busy_p1 - busy_p0)) $((busy_o1 - busy_o0)) \
-            "$wall" "$connected" "$(cut -d' ' -f1 /proc/loadavg)" "$waited_s" "$attempt" >> "$RESULTS" <<'EOF'
+            "$wall" "$connected" "$(cut -d' ' -f1 /proc/loadavg)" "$waited_s" "$attempt" $((x1 - x0)) >> "$RESULTS" <<'EOF'
 import sys
 from report import parse_wrk
 raw, *rest = sys.argv[1:]
 r = parse_wrk(open(raw).read(), pipelined=False)
-round_, mode, conns, proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited, attempt = rest
+round_, mode, conns, proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited, attempt, switches = rest
 print("\t".join(map(str, [round_, mode, conns, r["requests"], f"{r['duration_s']:.3f}", f"{r['rps']:.0f}",
-    r["p50_ms"], r["p99_ms"], r["errors"], proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited, attempt])))
+    r["p50_ms"], r["p99_ms"], r["errors"], proxy, backend, client, busy_p, busy_o, wall, connected, load1, waited, attempt, switches])))
 EOF
         log "round $round $mode $conns connections: $summary"
         break

@@ -49,6 +49,7 @@ def per_run(row, hz):
         "load1": float(row["loadavg1"]),
         "waited": int(row.get("quiet_wait_s") or 0),
         "attempt": int(row.get("attempt") or 0),
+        "switches": int(row["proxy_context_switches"]) / requests if row.get("proxy_context_switches") and requests else None,
     }
 
 
@@ -90,8 +91,8 @@ def main(out_dir):
         "over the run per proxied request. else on the proxy's core / the other core: busy time of that core not "
         "spent by the processes placed there, in % of the run.",
         "",
-        "| Connections | Mode | req/s | spread | p50 ms | p99 ms | proxy CPU µs/req | backend CPU µs/req | proxy's core used by the proxy | else on the proxy's core | else on the other core | load avg | errors |",
-        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| Connections | Mode | req/s | spread | p50 ms | p99 ms | proxy CPU µs/req | backend CPU µs/req | proxy context switches/req | proxy's core used by the proxy | else on the proxy's core | else on the other core | load avg | errors |",
+        "|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     order = list(NAMES)
     for conns in sorted(groups):
@@ -101,7 +102,7 @@ def main(out_dir):
             spread = (max(rps) - min(rps)) / statistics.median(rps) * 100 if rps else 0
             out.append(
                 f"| {conns} | {NAMES.get(mode, mode)} | {fmt(med(runs, 'rps'))} | {spread:.0f} % | {fmt(med(runs, 'p50'), 2)} | "
-                f"{fmt(med(runs, 'p99'), 2)} | {fmt(med(runs, 'proxy_us'))} | {fmt(med(runs, 'backend_us'))} | "
+                f"{fmt(med(runs, 'p99'), 2)} | {fmt(med(runs, 'proxy_us'))} | {fmt(med(runs, 'backend_us'))} | {fmt(med(runs, 'switches'), 2)} | "
                 f"{med(runs, 'proxy_core_pct'):.0f} % | {med(runs, 'other_on_proxy_core_pct'):.0f} % | "
                 f"{med(runs, 'other_on_other_core_pct'):.0f} % | {med(runs, 'load1'):.2f} | {sum(r['errors'] for r in runs)} |")
         for other in [m for m in modes if m != "iouring" and "iouring" in modes]:
@@ -119,7 +120,7 @@ def main(out_dir):
             out.append(
                 f"| | **io_uring ÷ {SHORT.get(other, other)}** | **{fmt(ratio('rps'), 2)}** | {paired('rps')} | {fmt(ratio('p50'), 2)} | "
                 f"{fmt(ratio('p99'), 2)} | **{fmt(ratio('proxy_us'), 2)}** ({paired('proxy_us')}) | {fmt(ratio('backend_us'), 2)} "
-                f"({paired('backend_us')}) | | | | | |")
+                f"({paired('backend_us')}) | {fmt(ratio('switches'), 2)} | | | | | |")
     out += ["", "Ratio rows: io_uring both ways ÷ the other mode, of the medians (above 1 is better for req/s, below 1 for the rest); "
             "the ranges are the lowest and highest ratio of the two modes' runs in the same round.", ""]
     every = [r for modes in groups.values() for runs in modes.values() for r in runs]
