@@ -53,7 +53,15 @@ internal sealed class RingConnect : IRingCompletionHandler, IRingWork
         _options = options;
         _logger = logger;
         _sockaddr = (byte*)NativeMemory.Alloc((nuint)SocketAddressMarshal.MaxLength);
-        _sockaddrLength = SocketAddressMarshal.Write(endPoint, new Span<byte>(_sockaddr, SocketAddressMarshal.MaxLength));
+        try
+        {
+            _sockaddrLength = SocketAddressMarshal.Write(endPoint, new Span<byte>(_sockaddr, SocketAddressMarshal.MaxLength));
+        }
+        catch
+        {
+            FreeSockaddr(); // an address with no sockaddr form: the caller closes the socket
+            throw;
+        }
     }
 
     private enum ConnectWork
