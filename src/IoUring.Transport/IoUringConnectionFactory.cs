@@ -34,7 +34,6 @@ public sealed class IoUringConnectionFactory : IConnectionFactory, IAsyncDisposa
     private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private int _users = 1;          // under _lock: the factory itself and each connect under way; the last one out releases the rings
     private bool _disposed;          // under _lock
-    private bool _chosen;            // under _lock: rings or Sockets decided (on the first connect)
     private RingGroup? _group;
     private PipeOptions? _outputOptions;
     private SocketConnectionContextFactory? _sockets;
@@ -161,7 +160,7 @@ public sealed class IoUringConnectionFactory : IConnectionFactory, IAsyncDisposa
     {
         lock (_lock)
         {
-            if (!_chosen)
+            if (_group is null && _sockets is null) // rings or Sockets not decided yet: the first connect
             {
                 // Throws (and is tried again on the next connect) when io_uring is unavailable and
                 // Sockets are not allowed, or the rings fail to start.
@@ -183,7 +182,6 @@ public sealed class IoUringConnectionFactory : IConnectionFactory, IAsyncDisposa
                 }
 
                 IsUsingIoUring = _group is not null;
-                _chosen = true;
             }
 
             return _group;
