@@ -78,35 +78,21 @@ HOG=${HOG:-0}
 [ "$HOG" -eq 0 ] || RETRIES=0
 QUIET_BUSY=${QUIET_BUSY:-15}
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=perf/common.sh
+. "$PERF/common.sh"
 
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-    log "installing ${need_apt[*]}"
-    apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null || true
-  fi
-fi
-for tool in wrk taskset curl python3 dotnet; do
-  command -v "$tool" >/dev/null || die "$tool is required"
-done
+install_missing "${need_apt[@]}"
+require wrk taskset curl python3 dotnet
 for p in "$PROXY_PORT" "$BACKEND_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "port $p is in use (set PROXY_PORT, BACKEND_PORT)"; fi
 done
 
-# Own artifacts folder, as perf/run.sh: a solution build running at the same time keeps its bin/ and obj/.
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-for project in samples/YarpProxy/YarpProxy.csproj samples/YarpProxy/Backend/Backend.csproj; do
-  log "building $project (Release)"
-  dotnet build "$ROOT/$project" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q >/dev/null \
-    || { dotnet build "$ROOT/$project" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q | tail -30; die "build failed"; }
-done
+build_release samples/YarpProxy/YarpProxy.csproj samples/YarpProxy/Backend/Backend.csproj
 PROXY_DIR="$PERF/.artifacts/bin/YarpProxy/release"
 BACKEND_DIR="$PERF/.artifacts/bin/Backend/release"
 [ -x "$PROXY_DIR/YarpProxy" ] && [ -x "$BACKEND_DIR/Backend" ] || die "the apps were not built"
@@ -171,13 +157,6 @@ stop_hogs() {
 trap 'stop_hogs; stop_apps' EXIT
 trap 'exit 130' INT TERM
 
-# utime + stime of a process (fields 14 and 15 of /proc/<pid>/stat, after the command name).
-process_ticks() {
-  local stat rest
-  stat=$(< "/proc/$1/stat"); rest=${stat##*) }
-  read -r -a f <<< "$rest"
-  echo $(( f[11] + f[12] ))
-}
 # utime + stime of this shell's waited-for children (fields 16 and 17): wrk's CPU time.
 children_ticks() {
   local stat rest

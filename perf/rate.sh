@@ -37,29 +37,18 @@ TRANSPORTS=${TRANSPORTS:-"iouring sockets"}
 PORT=${PORT:-5100}
 NICE=${NICE:-0}
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=perf/common.sh
+. "$PERF/common.sh"
 
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v curl >/dev/null || need_apt+=(curl)
 python3 -c 'import matplotlib' 2>/dev/null || need_apt+=(python3-matplotlib)
-if [ ${#need_apt[@]} -gt 0 ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-  log "installing ${need_apt[*]}"
-  apt-get update -qq || true
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null || true
-fi
-for tool in wrk taskset curl python3 dotnet; do
-  command -v "$tool" >/dev/null || die "$tool is required"
-done
+install_missing "${need_apt[@]}"
+require wrk taskset curl python3 dotnet
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then die "port $PORT is in use (set PORT)"; fi
 
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
-for project in perf/BenchmarkApp/BenchmarkApp.csproj perf/RateClient/RateClient.csproj; do
-  log "building $project (Release)"
-  dotnet build "$ROOT/$project" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q >/dev/null \
-    || { dotnet build "$ROOT/$project" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q | tail -30; die "build failed"; }
-done
+build_release perf/BenchmarkApp/BenchmarkApp.csproj perf/RateClient/RateClient.csproj
 APP="$PERF/.artifacts/bin/BenchmarkApp/release/BenchmarkApp"
 CLIENT="$PERF/.artifacts/bin/RateClient/release/RateClient"
 
@@ -91,12 +80,8 @@ stop_server() {
 }
 trap stop_server EXIT
 trap 'exit 130' INT TERM
-process_ticks() {
-  local stat rest
-  stat=$(< "/proc/$1/stat"); rest=${stat##*) }
-  read -r -a f <<< "$rest"
-  echo $(( f[11] + f[12] ))
-}
+# v <key>: a value from the RateClient output in $out.
+v() { awk -F= -v k="$1" '$1 == k { print $2 }' "$out"; }
 warm() { nice -n "$NICE" taskset -c "$CLIENT_CPU" wrk -t1 -c "$CONNECTIONS" -d "${1}s" "http://127.0.0.1:$PORT/plaintext" > "$2" 2>&1; }
 
 if [ -z "$RATE" ]; then
@@ -121,6 +106,7 @@ fi
   echo "warmup_s=$WARMUP"
   echo "connections=$CONNECTIONS"
   echo "sockets_max_rps=${max:-}"
+  echo "rate_fraction=$([ -n "${max:-}" ] && echo "$RATE_FRACTION")"
   echo "rate=$RATE"
   echo "server_cpu=$SERVER_CPU"
   echo "client_cpu=$CLIENT_CPU"
@@ -142,7 +128,6 @@ for round in $(seq 1 "$ROUNDS"); do
     after=$(process_ticks "$server_pid")
     stop_server
     out="$RAW/rate-$round-$transport.txt"
-    v() { awk -F= -v k="$1" '$1 == k { print $2 }' "$out"; }
     requests=$(v requests)
     cpu=$(python3 -c "print(f'{($after - $before) / $CLK_TCK * 1e6 / max($requests, 1) * $(v seconds) / ($DURATION + 2):.2f}')")
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$transport" "$requests" "$(v seconds)" "$(v rate)" \

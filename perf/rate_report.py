@@ -20,8 +20,12 @@ columns = [('rate', 'req/s', 0), ('p50_ms', 'p50 ms', 3), ('p90_ms', 'p90 ms', 3
 transports = sorted({r['transport'] for r in runs}, key=lambda t: (t != 'iouring', t))
 median = {t: {c: statistics.median(float(r[c]) for r in runs if r['transport'] == t) for c, _, _ in columns} for t in transports}
 
+if meta.get('sockets_max_rps'):
+    chosen = f"{float(meta['rate_fraction']):g} of Sockets' {meta['sockets_max_rps']} req/s closed-loop maximum"
+else:
+    chosen = 'set by RATE'
 lines = [f"# Latency at a fixed rate ({meta.get('stamp', '')})", '',
-         f"{meta.get('rate')} req/s (half of Sockets' {meta.get('sockets_max_rps') or '?'} req/s closed-loop maximum) "
+         f"{meta.get('rate')} req/s ({chosen}) "
          f"on {meta.get('connections')} connections, {meta.get('duration_s')} s measured per run, "
          f"{meta.get('rounds')} rounds alternating; server on CPU {meta.get('server_cpu')}, client on CPU "
          f"{meta.get('client_cpu')}; commit {meta.get('commit')}, kernel {meta.get('kernel')}. "
