@@ -42,10 +42,15 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
     private long _outputPublished;   // bytes the application has flushed (long.MaxValue once it completed the output); written by the OutputWriter, read by the send loop
     private long _sendConsumed;      // bytes of output the send loop has sent and advanced past (send loop only)
     private bool _sendDeferrable;    // the send in flight is submitted as OpKind.SendDeferrable (ring thread only)
+    private long _holdableOutput;    // below this many unsent bytes the application's writer is not paused by the pipe (set once)
 
-    private void InitializeSend()
+    private void InitializeSend(PipeOptions outputOptions)
     {
         _sendCore.RunContinuationsAsynchronously = true; // set per completion: see CompleteSend
+        // The pipe pauses a flush once PauseWriterThreshold bytes are unsent and resumes it only
+        // when an advance takes them below ResumeWriterThreshold, so with fewer than that unsent
+        // the writer is not paused (System.IO.Pipelines, PipeOptions). No threshold: never paused.
+        _holdableOutput = outputOptions.PauseWriterThreshold > 0 ? outputOptions.ResumeWriterThreshold : long.MaxValue;
     }
 
     private async Task DoSendAsync()
@@ -65,7 +70,11 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
                 ReadOnlySequence<byte> buffer = result.Buffer;
                 if (!buffer.IsEmpty)
                 {
-                    int sent = await SendAsync(buffer, mayWait: !result.IsCompleted).ConfigureAwait(false);
+                    // Held only while the application can write on: a writer the pipe paused (its
+                    // flush waits for this send to be advanced past) would wait for a completion
+                    // the kernel holds until something else completes.
+                    bool mayWait = !result.IsCompleted && buffer.Length < _holdableOutput;
+                    int sent = await SendAsync(buffer, mayWait).ConfigureAwait(false);
                     Volatile.Write(ref _sendHold, 0); // before the next read: a flush from here on is seen by it
                     _sendConsumed += sent;
                     _output.Reader.AdvanceTo(buffer.GetPosition(sent));

@@ -72,7 +72,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         // per idle connection that is a DuplexPipe, a FeatureCollection and its dictionary fewer.
         Transport = this;
         ConnectionClosed = _connectionClosedTokenSource.Token;
-        InitializeSend();
+        InitializeSend(outputOptions);
     }
 
     /// <summary>
