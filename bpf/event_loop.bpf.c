@@ -49,6 +49,7 @@
 
 /* Offsets read from shared memory are unknown to the verifier: bound each before use. */
 #define FITS(off, size) ((off) <= EVENT_LOOP_CQ_REGION_SIZE - (size))
+#define FITS_HEADER(off, size) ((off) <= EVENT_LOOP_HEADER_SIZE - (size))
 
 /* Whether user space can take this completion later (see the header comment). */
 static inline __attribute__((always_inline)) int may_wait(const struct io_uring_cqe *cqe, const __u32 *send_table)
@@ -118,7 +119,14 @@ int event_loop_step(__u64 *args)
 	struct iou_loop_params *lp = (struct iou_loop_params *)args[1];
 
 	__u8 *mem = bpf_io_uring_get_region(ring, IOU_REGION_MEM, EVENT_LOOP_MEM_SIZE);
+	/* A ring with fewer than EVENT_LOOP_CQ_ENTRIES CQ entries has a smaller region: the program
+	 * then reads only its headers (their first page) and holds nothing. */
+	int can_hold = 1;
 	__u8 *rings = bpf_io_uring_get_region(ring, IOU_REGION_CQ, EVENT_LOOP_CQ_REGION_SIZE);
+	if (!rings) {
+		can_hold = 0;
+		rings = bpf_io_uring_get_region(ring, IOU_REGION_CQ, EVENT_LOOP_HEADER_SIZE);
+	}
 	if (!mem || !rings)
 		return IOU_LOOP_STOP; /* cannot happen on a ring the transport set up: let user space see it stopped */
 	struct event_loop_shared *shared = (struct event_loop_shared *)mem;
@@ -127,7 +135,7 @@ int event_loop_step(__u64 *args)
 	__u32 sq_tail = shared->sq_tail;
 	__u32 cq_head = shared->cq_head;
 	__u32 cq_tail = shared->cq_tail;
-	if (!FITS(sq_head, 4) || !FITS(sq_tail, 4) || !FITS(cq_head, 4) || !FITS(cq_tail, 4)) {
+	if (!FITS_HEADER(sq_head, 4) || !FITS_HEADER(sq_tail, 4) || !FITS_HEADER(cq_head, 4) || !FITS_HEADER(cq_tail, 4)) {
 		shared->error = -22; /* EINVAL: offsets user space wrote wrong */
 		return IOU_LOOP_STOP;
 	}
@@ -163,7 +171,7 @@ int event_loop_step(__u64 *args)
 	/* 3, 4. Return to user space when asked only to submit, or when a ready completion needs it
 	 * (or hold_max are ready); the next enter starts at its first pass again. */
 	__u32 head = *(volatile __u32 *)(rings + cq_head);
-	if (!shared->wait || (tail != head && !hold_completions(shared, mem, rings, head, tail))) {
+	if (!shared->wait || (tail != head && (!can_hold || !hold_completions(shared, mem, rings, head, tail)))) {
 		shared->pass = 0;
 		return IOU_LOOP_STOP;
 	}

@@ -135,13 +135,18 @@ struct loop_probe_shared {
 
 /*
  * The CQ region (IOU_REGION_CQ: the SQ and CQ headers, the CQEs, the SQ array) is asked for with
- * this size: 4096 CQEs of 16 bytes plus a page for the headers before them. The ring thread gives a
- * ring that runs the loop at least 4096 CQ entries, so its region (the headers, the CQEs and the SQ
- * array, rounded up to pages) is at least this big. With more CQ entries (a submission queue above
+ * this size: 4096 CQEs of 16 bytes plus a page for the headers before them. A ring with at least
+ * 4096 CQ entries (the transport's default, 8 x 512) has a region (the headers, the CQEs and the SQ
+ * array, rounded up to pages) at least this big. With more CQ entries (a submission queue above
  * 512) the CQEs past this size cannot be read: the program returns to user space for them.
  */
 #define EVENT_LOOP_CQ_REGION_SIZE 69632
 #define EVENT_LOOP_CQ_ENTRIES 4096
+
+/* The first page of that region, which holds the SQ and CQ heads and tails (user space checks that
+ * the CQEs start within it): all the program reads of a ring with fewer CQ entries, whose
+ * completions it therefore never holds. */
+#define EVENT_LOOP_HEADER_SIZE 4096
 
 /* The most completions the program holds in the CQ before it returns: the verifier's bound on the
  * classifying loop; user space asks for fewer in hold_max. */

@@ -381,8 +381,8 @@ public class KernelEventLoopDeferralTests
         public void Reject(int operation, Exception error) => entered.Set();
     }
 
-    /// <summary>A post that does nothing: its only effect is the wake.</summary>
-    private sealed class NoWork : IRingWork
+    /// <summary>A post that does nothing: its only effect is the wake, which brings back what the kernel event loop held (ObservabilityTests uses it too).</summary>
+    internal sealed class NoWork : IRingWork
     {
         public void Execute(RingThread ring, int operation)
         {

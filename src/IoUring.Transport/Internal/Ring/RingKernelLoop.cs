@@ -39,7 +39,10 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     /// <summary>EVENT_LOOP_CQ_REGION_SIZE: the bytes of the ring's SQ/CQ region the program reads.</summary>
     private const int CqRegionSize = 69632;
 
-    /// <summary>EVENT_LOOP_CQ_ENTRIES: the CQ entries a ring needs for its region to be that big (<see cref="RingThread"/> sizes the CQ).</summary>
+    /// <summary>EVENT_LOOP_HEADER_SIZE: the first page of that region, with the SQ and CQ heads and tails; all the program reads of a smaller ring.</summary>
+    private const int HeaderSize = 4096;
+
+    /// <summary>EVENT_LOOP_CQ_ENTRIES: the CQ entries a ring needs for its region to be that big, and so for completions to be held.</summary>
     public const int CqEntries = 4096;
 
     /// <summary>EVENT_LOOP_HOLD_LIMIT: the most <see cref="HoldMax"/> the program accepts.</summary>
@@ -60,6 +63,7 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     private readonly nuint _size;       // the shared memory's size, whole pages
     private void* _page;                // the shared memory (struct event_loop_shared first)
     private IoUringBpfLoopAttachment? _attachment;
+    private bool _canHold;              // the ring's CQ fills the region the program reads the CQEs through (set at attach)
 
     /// <summary>struct event_loop_shared (bpf/iou_loop.h); who writes each field is said there.</summary>
     [StructLayout(LayoutKind.Sequential)]
@@ -113,7 +117,8 @@ internal sealed unsafe class RingKernelLoop : IDisposable
 
     /// <summary>
     /// A waiting enter returns once this many completions are ready, held or not; 0 or 1 hold
-    /// nothing (set before the first enter; tests and measurements change it).
+    /// nothing, and so does a ring with fewer than <see cref="CqEntries"/> CQ entries, whatever is
+    /// set (set before the first enter; tests and measurements change it).
     /// </summary>
     public int HoldMax
     {
@@ -122,7 +127,7 @@ internal sealed unsafe class RingKernelLoop : IDisposable
         {
             ArgumentOutOfRangeException.ThrowIfNegative(value);
             ArgumentOutOfRangeException.ThrowIfGreaterThan(value, HoldLimit);
-            State->HoldMax = (uint)value;
+            State->HoldMax = _canHold ? (uint)value : 0;
         }
     }
 
@@ -157,12 +162,9 @@ internal sealed unsafe class RingKernelLoop : IDisposable
             throw BpfException.Unsupported("The ring has no IORING_SETUP_DEFER_TASKRUN (its kernel is older than 6.1), which the io_uring BPF loop requires.");
         }
 
-        if (ring.CqesOffset > CqRegionSize - CqEntries * 16 || ring.CqEntries < CqEntries)
+        if (ring.CqesOffset > HeaderSize)
         {
-            // The program asks for the first CqRegionSize bytes of the ring's SQ/CQ region, a
-            // constant (the verifier's rule): the region must be that big, and the headers must fit
-            // before the CQEs it reads.
-            throw BpfException.Unsupported($"The ring has {ring.CqEntries} CQ entries after {ring.CqesOffset} bytes of headers; the event loop program needs {CqEntries} entries after at most {CqRegionSize - CqEntries * 16}.");
+            throw BpfException.Unsupported($"The ring's headers end at byte {ring.CqesOffset}, past the {HeaderSize} bytes the event loop program reads.");
         }
 
         var loop = new RingKernelLoop(ring);
@@ -177,7 +179,11 @@ internal sealed unsafe class RingKernelLoop : IDisposable
             shared->CqTail = ring.CqTailOffset;
             shared->Cqes = ring.CqesOffset;
             shared->CqMask = ring.CqEntries - 1; // a power of two (io_uring_setup(2) rounds up)
-            shared->HoldMax = DefaultHoldMax;
+            // The program reads the CQEs through the first CqRegionSize bytes of the ring's SQ/CQ
+            // region, a constant (the verifier's rule), which a ring with CqEntries entries fills;
+            // on a smaller ring it reads only the headers and cannot hold (bpf/iou_loop.h).
+            loop._canHold = ring.CqEntries >= CqEntries && ring.CqesOffset <= CqRegionSize - CqEntries * 16;
+            shared->HoldMax = loop._canHold ? DefaultHoldMax : 0u;
             loop._attachment = IoUringBpfLoop.Attach(ring.Fd, s_object.Value, Section);
             // After the attach and before any enter: the program reads the region on its first pass.
             ring.RegisterMemoryRegion(loop._page, loop._size);

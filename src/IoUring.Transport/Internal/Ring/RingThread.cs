@@ -257,19 +257,13 @@ internal sealed unsafe partial class RingThread
     {
         try
         {
-            // SINGLE_ISSUER binds the ring to the creating thread, so it is created here.
-            // The kernel event loop's program reads the CQEs through a region of a constant size,
-            // which the ring's CQ must fill (RingKernelLoop.CqEntries).
-            uint cqEntries = (uint)_options.SubmissionQueueSize * 8;
-            if (_options.KernelEventLoop != KernelEventLoop.Off && IoUringTransportFactory.IsIoUringBpfLoopAvailable)
-            {
-                cqEntries = Math.Max(cqEntries, RingKernelLoop.CqEntries);
-            }
-
+            // SINGLE_ISSUER binds the ring to the creating thread, so it is created here. (A
+            // kernel event loop holds completions only on a CQ of RingKernelLoop.CqEntries or
+            // more, which the default SubmissionQueueSize gives.)
             _ring = Ring.Create(new RingOptions
             {
                 SqEntries = (uint)_options.SubmissionQueueSize,
-                CqEntries = cqEntries,
+                CqEntries = (uint)_options.SubmissionQueueSize * 8,
             });
             _ring.RegisterRingFd();
             RestrictOperations(); // RingThread.Restriction.cs
