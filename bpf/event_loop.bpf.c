@@ -18,25 +18,99 @@
  *      submits still reaps, as io_uring_enter with IORING_ENTER_GETEVENTS does. Every STOP
  *      resets the pass count, so any enter, even one the ring thread did not prepare (the
  *      binding submitting a full SQ), starts at this pass;
- *   3. later passes: returns STOP when the ring thread asked only to submit (shared->wait 0), or
- *      when a CQE is ready (the CQ tail past the CQ head the ring thread last published): the
- *      ring thread routes every completion itself;
- *   4. otherwise asks the kernel to sleep until one more CQE is posted (cq_wait_idx = tail + 1)
+ *   3. later passes: returns STOP when the ring thread asked only to submit (shared->wait 0);
+ *   4. when completions are ready (the CQ tail past the CQ head the ring thread last published),
+ *      classifies the ones it has not seen yet by the kind in their user_data (hold_completions):
+ *      it returns STOP as soon as one needs user space now, or once hold_max completions are
+ *      ready; otherwise it holds them in the CQ and sleeps, so that one return carries them with
+ *      the completion that ends the sleep;
+ *   5. otherwise asks the kernel to sleep until one more CQE is posted (cq_wait_idx = tail + 1)
  *      and returns CONTINUE. The cross-thread wake is an eventfd read armed on the ring, so a
- *      wake is a CQE like any other and ends the wait; a signal ends it too (the enter returns
- *      -EINTR, which the ring thread retries).
- * Which completions may wait in the kernel for a later return, and arming a new connection's
- * first receive here, come next (docs/design.md, "The kernel event loop").
+ *      wake is a CQE like any other, never held, and ends the wait at once; a signal ends it too
+ *      (the enter returns -EINTR, which the ring thread retries; it reaps the held ones then).
  *
- * State is in the ring's registered memory region (IOU_REGION_MEM), one page that user space maps
- * as ordinary memory (struct event_loop_shared, iou_loop.h); no BPF global data, for the reasons
- * loop_probe.bpf.c gives. The section name struct_ops.s/loop_step names the member and makes the
- * loader load it sleepable (bpf_io_uring_submit_sqes is KF_SLEEPABLE).
+ * What may be held (may_wait): a cancel's result (no connection waits for it: its target's own
+ * completion reports the end); a zero-copy send's first CQE (IORING_CQE_F_MORE: user space acts on
+ * its notification); and a send of kind EVENT_LOOP_OP_SEND_DEFERRABLE that reports exactly the
+ * bytes the send table names for its slot. The ring thread gives a send that kind only when the
+ * send took everything the connection's output pipe held and the output is not complete, so the
+ * connection's send loop, once it has the completion, finds nothing more to send; an application
+ * that writes more meanwhile posts to the ring (whose wake ends the sleep) and the ring thread
+ * zeroes the slot's entry, so a completion not posted yet is not held either
+ * (IoUringConnection.Send.cs). A partial send, an error, a notification of such a send and every
+ * other kind (a receive, an accept, a connect, a timeout, the wake) return at once.
+ *
+ * State is in the ring's registered memory region (IOU_REGION_MEM), which user space maps as
+ * ordinary memory (struct event_loop_shared and the send table, iou_loop.h); no BPF global data,
+ * for the reasons loop_probe.bpf.c gives. The section name struct_ops.s/loop_step names the member
+ * and makes the loader load it sleepable (bpf_io_uring_submit_sqes is KF_SLEEPABLE).
  */
 #include "iou_loop.h"
 
 /* Offsets read from shared memory are unknown to the verifier: bound each before use. */
-#define FITS(off, size) ((off) <= EVENT_LOOP_REGION_SIZE - (size))
+#define FITS(off, size) ((off) <= EVENT_LOOP_CQ_REGION_SIZE - (size))
+#define FITS_HEADER(off, size) ((off) <= EVENT_LOOP_HEADER_SIZE - (size))
+
+/* Whether user space can take this completion later (see the header comment). */
+static inline __attribute__((always_inline)) int may_wait(const struct io_uring_cqe *cqe, const __u32 *send_table)
+{
+	/* The kernel wrote the CQE on this task before it ran this pass: program order. */
+	__u64 user_data = *(volatile __u64 *)&cqe->user_data;
+	__s32 res = *(volatile __s32 *)&cqe->res;
+	__u32 flags = *(volatile __u32 *)&cqe->flags;
+	__u32 kind = (__u32)(user_data >> 56);
+
+	if (kind == EVENT_LOOP_OP_CANCEL)
+		return 1;
+	if (kind != EVENT_LOOP_OP_SEND && kind != EVENT_LOOP_OP_SEND_DEFERRABLE)
+		return 0;
+	if (flags & IORING_CQE_F_MORE)
+		return 1;
+	if (kind != EVENT_LOOP_OP_SEND_DEFERRABLE || (flags & IORING_CQE_F_NOTIF) || res <= 0)
+		return 0;
+
+	__u32 slot = (__u32)user_data;
+	if (slot >= EVENT_LOOP_SEND_SLOTS)
+		return 0;
+	return (__u32)res == *(volatile __u32 *)&send_table[slot];
+}
+
+/*
+ * Completions head..tail are ready (head != tail): 1 to hold them and sleep, 0 to return. Only
+ * the ones past shared->scanned are classified; the ones before it were held by an earlier pass.
+ */
+static inline __attribute__((always_inline)) int hold_completions(struct event_loop_shared *shared, const __u8 *mem, const __u8 *rings, __u32 head, __u32 tail)
+{
+	__u32 max = shared->hold_max;
+	if (max > EVENT_LOOP_HOLD_LIMIT || tail - head >= max)
+		return 0; /* the bound: this many wait in the CQ (hold_max 0: never hold) */
+
+	__u32 from = shared->scanned;
+	if ((__s32)(from - head) < 0 || (__s32)(tail - from) < 0)
+		from = head; /* user space reaped past it (or it is stale): start at the head */
+
+	__u32 cqes = shared->cqes;
+	__u32 mask = shared->cq_mask;
+	const __u32 *send_table = (const __u32 *)(mem + EVENT_LOOP_SEND_TABLE);
+	__u32 n = 0;
+	/* tail - from <= tail - head < max <= EVENT_LOOP_HOLD_LIMIT: the bound only tells the verifier. */
+	for (__u32 i = 0; i < EVENT_LOOP_HOLD_LIMIT; i++) {
+		if (from + i == tail)
+			break;
+		__u64 at = (__u64)cqes + (__u64)((from + i) & mask) * sizeof(struct io_uring_cqe);
+		if (!FITS(at, sizeof(struct io_uring_cqe)))
+			return 0; /* a CQE past the region the program reads: user space takes it */
+		if (!may_wait((const struct io_uring_cqe *)(rings + at), send_table))
+			return 0;
+		n++;
+	}
+	if (from + n != tail)
+		return 0;
+
+	shared->deferred += n;
+	shared->scanned = tail;
+	return 1;
+}
 
 SEC("struct_ops.s/loop_step")
 int event_loop_step(__u64 *args)
@@ -44,16 +118,24 @@ int event_loop_step(__u64 *args)
 	struct iou_ctx *ring = (struct iou_ctx *)args[0];
 	struct iou_loop_params *lp = (struct iou_loop_params *)args[1];
 
-	struct event_loop_shared *shared = (struct event_loop_shared *)bpf_io_uring_get_region(ring, IOU_REGION_MEM, EVENT_LOOP_REGION_SIZE);
-	__u8 *rings = bpf_io_uring_get_region(ring, IOU_REGION_CQ, EVENT_LOOP_REGION_SIZE);
-	if (!shared || !rings)
+	__u8 *mem = bpf_io_uring_get_region(ring, IOU_REGION_MEM, EVENT_LOOP_MEM_SIZE);
+	/* A ring with fewer than EVENT_LOOP_CQ_ENTRIES CQ entries has a smaller region: the program
+	 * then reads only its headers (their first page) and holds nothing. */
+	int can_hold = 1;
+	__u8 *rings = bpf_io_uring_get_region(ring, IOU_REGION_CQ, EVENT_LOOP_CQ_REGION_SIZE);
+	if (!rings) {
+		can_hold = 0;
+		rings = bpf_io_uring_get_region(ring, IOU_REGION_CQ, EVENT_LOOP_HEADER_SIZE);
+	}
+	if (!mem || !rings)
 		return IOU_LOOP_STOP; /* cannot happen on a ring the transport set up: let user space see it stopped */
+	struct event_loop_shared *shared = (struct event_loop_shared *)mem;
 
 	__u32 sq_head = shared->sq_head;
 	__u32 sq_tail = shared->sq_tail;
 	__u32 cq_head = shared->cq_head;
 	__u32 cq_tail = shared->cq_tail;
-	if (!FITS(sq_head, 4) || !FITS(sq_tail, 4) || !FITS(cq_head, 4) || !FITS(cq_tail, 4)) {
+	if (!FITS_HEADER(sq_head, 4) || !FITS_HEADER(sq_tail, 4) || !FITS_HEADER(cq_head, 4) || !FITS_HEADER(cq_tail, 4)) {
 		shared->error = -22; /* EINVAL: offsets user space wrote wrong */
 		return IOU_LOOP_STOP;
 	}
@@ -77,7 +159,7 @@ int event_loop_step(__u64 *args)
 	}
 
 	/* The CQ tail is written by the kernel on this task (completions are posted between passes);
-	 * the CQ head is the ring thread's. */
+	 * the CQ head is the ring thread's, published before this enter. */
 	__u32 tail = *(volatile __u32 *)(rings + cq_tail);
 
 	/* 2. Let the task work run once before deciding: a wait index at the tail means no sleep. */
@@ -86,14 +168,15 @@ int event_loop_step(__u64 *args)
 		return IOU_LOOP_CONTINUE;
 	}
 
-	/* 3. Return to user space when asked only to submit, or when a completion is ready; the next
-	 * enter starts at its first pass again. */
-	if (!shared->wait || tail != *(volatile __u32 *)(rings + cq_head)) {
+	/* 3, 4. Return to user space when asked only to submit, or when a ready completion needs it
+	 * (or hold_max are ready); the next enter starts at its first pass again. */
+	__u32 head = *(volatile __u32 *)(rings + cq_head);
+	if (!shared->wait || (tail != head && (!can_hold || !hold_completions(shared, mem, rings, head, tail)))) {
 		shared->pass = 0;
 		return IOU_LOOP_STOP;
 	}
 
-	/* 4. Nothing yet: sleep until the next CQE. */
+	/* 5. Nothing yet, or only what may wait: sleep until the next CQE. */
 	shared->sleeps++;
 	lp->cq_wait_idx = tail + 1;
 	return IOU_LOOP_CONTINUE;

@@ -123,11 +123,44 @@ struct loop_probe_shared {
 };
 
 /*
- * The transport's event loop (event_loop.bpf.c). Its shared state is the first bytes of the
- * ring's registered memory region, one page; the CQ region is asked for with the same size, which
- * covers the SQ and CQ heads and tails (the ring headers come first, io_uring_setup(2)).
+ * The transport's event loop (event_loop.bpf.c). Its memory region (IOU_REGION_MEM, registered by
+ * user space) is EVENT_LOOP_MEM_SIZE bytes: struct event_loop_shared in the first page, then
+ * EVENT_LOOP_SEND_SLOTS __u32s at EVENT_LOOP_SEND_TABLE, the length each slot's send must report to
+ * be complete (see event_loop_shared). Each region is asked for with a constant size, as the
+ * verifier requires; bpf_io_uring_get_region returns NULL if the ring's region is smaller.
  */
-#define EVENT_LOOP_REGION_SIZE 4096
+#define EVENT_LOOP_MEM_SIZE 20480
+#define EVENT_LOOP_SEND_TABLE 4096
+#define EVENT_LOOP_SEND_SLOTS 4096
+
+/*
+ * The CQ region (IOU_REGION_CQ: the SQ and CQ headers, the CQEs, the SQ array) is asked for with
+ * this size: 4096 CQEs of 16 bytes plus a page for the headers before them. A ring with at least
+ * 4096 CQ entries (the transport's default, 8 x 512) has a region (the headers, the CQEs and the SQ
+ * array, rounded up to pages) at least this big. With more CQ entries (a submission queue above
+ * 512) the CQEs past this size cannot be read: the program returns to user space for them.
+ */
+#define EVENT_LOOP_CQ_REGION_SIZE 69632
+#define EVENT_LOOP_CQ_ENTRIES 4096
+
+/* The first page of that region, which holds the SQ and CQ heads and tails (user space checks that
+ * the CQEs start within it): all the program reads of a ring with fewer CQ entries, whose
+ * completions it therefore never holds. */
+#define EVENT_LOOP_HEADER_SIZE 4096
+
+/* The most completions the program holds in the CQ before it returns: the verifier's bound on the
+ * classifying loop; user space asks for fewer in hold_max. */
+#define EVENT_LOOP_HOLD_LIMIT 64
+
+/* The kinds in user_data's top byte (src/IoUring.Transport/Internal/Ring/UserData.cs, OpKind) the
+ * program may hold; every other kind returns to user space at once. */
+#define EVENT_LOOP_OP_SEND 4
+#define EVENT_LOOP_OP_CANCEL 5
+#define EVENT_LOOP_OP_SEND_DEFERRABLE 8
+
+/* struct io_uring_cqe's flags (linux/io_uring.h). */
+#define IORING_CQE_F_MORE (1U << 1)
+#define IORING_CQE_F_NOTIF (1U << 3)
 
 /*
  * Writers:
@@ -138,10 +171,22 @@ struct loop_probe_shared {
  *   pass                the program: its passes in the current enter, back to 0 at each STOP
  *                       (user space also zeroes it before its enters: an enter cut short by a
  *                       signal returns without a STOP);
- *   error .. sleeps     the program, during io_uring_enter: the last submit error (negated errno;
- *                       user space clears it), and counters of passes, SQEs submitted and sleeps.
- * User space reads the program's fields only between its enters (the program runs inside them, on
- * the ring thread), so plain loads are enough on both sides.
+ *   error               the program: the last submit error (negated errno; user space clears it);
+ *   hold_max            user space, before attaching: a waiting enter may hold up to hold_max - 1
+ *                       completions that user space can take later; with hold_max ready it
+ *                       returns (0: hold nothing; at most EVENT_LOOP_HOLD_LIMIT);
+ *   steps .. deferred   the program, during io_uring_enter: counters of passes, SQEs submitted,
+ *                       sleeps, and completions it held over a sleep (each counted once);
+ *   cqes, cq_mask       user space, before attaching: where the CQE array starts in IOU_REGION_CQ
+ *                       (cq_off.cqes) and the CQ's index mask (the value at cq_off.ring_mask);
+ *   scanned             the program: the CQ index up to which it has classified the completions;
+ *                       behind the CQ head once user space reaped past it, and then ignored.
+ * The send table (EVENT_LOOP_SEND_TABLE, one __u32 per slot) is written by user space only: before
+ * it submits a send of kind EVENT_LOOP_OP_SEND_DEFERRABLE from slot s, the bytes that send must
+ * report for the connection's send to be complete; 0 when such a send must not be held any more
+ * (the application flushed meanwhile). The program only reads it.
+ * User space reads the program's fields only between its enters, and writes its own only then (the
+ * program runs inside them, on the ring thread): program order is the ordering on both sides.
  */
 struct event_loop_shared {
 	__u32 sq_head;
@@ -151,10 +196,15 @@ struct event_loop_shared {
 	__u32 wait;
 	__u32 pass;
 	__s32 error;
-	__u32 reserved;
+	__u32 hold_max;
 	__u64 steps;
 	__u64 submitted;
 	__u64 sleeps;
+	__u64 deferred;
+	__u32 cqes;
+	__u32 cq_mask;
+	__u32 scanned;
+	__u32 reserved;
 };
 
 #endif

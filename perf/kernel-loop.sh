@@ -3,8 +3,8 @@
 # (scripts/kernel-vm.sh; software emulation here, so counts are the firm figures and times are
 # marked as emulated). Same VM, modes alternating, several rounds; per run it counts, over the
 # measured load only: requests, io_uring_enter calls (returns to user space), CQEs handled in
-# user space, the server's context switches (all its threads, and the ring thread's own) and its
-# CPU time.
+# user space, completions the kernel loop held for a later return, the server's context switches
+# (all its threads, and the ring thread's own) and its CPU time.
 #
 #   bash perf/kernel-loop.sh                 # builds perf/BenchmarkApp, boots 7.2, writes results
 #   ROUNDS=3 DURATION=5 bash perf/kernel-loop.sh
@@ -31,7 +31,7 @@ if [ "${1:-}" = --guest ]; then
     local t; for t in /proc/"$1"/task/*; do
       [ "$(cat "$t/comm" 2>/dev/null)" = "io_uring ring 0" ] && awk '/ctxt_switches/ { s += $2 } END { print s + 0 }' "$t/status"
     done; true; }
-  printf 'round\tmode\tscenario\trequests\tenters\tcompletions\tcontext_switches\tring_context_switches\tcpu_ticks\tticks_per_second\n' > "$out"
+  printf 'round\tmode\tscenario\trequests\tenters\tcompletions\tdeferred\tcontext_switches\tring_context_switches\tcpu_ticks\tticks_per_second\n' > "$out"
   for round in $(seq 1 "$ROUNDS"); do
     for scenario in $SCENARIOS; do
       for mode in $MODES; do
@@ -47,13 +47,13 @@ if [ "${1:-}" = --guest ]; then
           *) echo "unknown scenario $scenario" >&2; exit 2 ;;
         esac
         wrk "${args[@]}" -d1s "http://127.0.0.1:$PORT/plaintext" > /dev/null # warm-up: JIT, connections
-        e0=$(stat iouring.enters); q0=$(stat iouring.completions); s0=$(ctxsw "$pid"); r0=$(ringctxsw "$pid"); t0=$(cputicks "$pid")
+        e0=$(stat iouring.enters); q0=$(stat iouring.completions); d0=$(stat iouring.kernel_loop.deferred); s0=$(ctxsw "$pid"); r0=$(ringctxsw "$pid"); t0=$(cputicks "$pid")
         requests=$(wrk "${args[@]}" -d"${DURATION}s" "http://127.0.0.1:$PORT/plaintext" | awk '/requests in/ { print $1 }')
-        e1=$(stat iouring.enters); q1=$(stat iouring.completions); s1=$(ctxsw "$pid"); r1=$(ringctxsw "$pid"); t1=$(cputicks "$pid")
+        e1=$(stat iouring.enters); q1=$(stat iouring.completions); d1=$(stat iouring.kernel_loop.deferred); s1=$(ctxsw "$pid"); r1=$(ringctxsw "$pid"); t1=$(cputicks "$pid")
         kill "$pid"; wait "$pid" 2>/dev/null || true
         # The two /stats requests between the snapshots are part of the counts: two of thousands.
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$scenario" "$requests" $((e1 - e0)) $((q1 - q0)) $((s1 - s0)) $((r1 - r0)) $((t1 - t0)) "$(getconf CLK_TCK)" >> "$out"
-        echo "round $round $scenario $mode: $requests requests, $((e1 - e0)) enters, $((q1 - q0)) completions" >&2
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$mode" "$scenario" "$requests" $((e1 - e0)) $((q1 - q0)) $((${d1:-0} - ${d0:-0})) $((s1 - s0)) $((r1 - r0)) $((t1 - t0)) "$(getconf CLK_TCK)" >> "$out"
+        echo "round $round $scenario $mode: $requests requests, $((e1 - e0)) enters, $((q1 - q0)) completions, $((${d1:-0} - ${d0:-0})) held" >&2
       done
     done
   done
@@ -80,17 +80,17 @@ for r in rows:
     if n == 0:
         continue
     m = per[r["scenario"]][r["mode"]]
-    m.append({k: int(r[k]) / n for k in ("enters", "completions", "context_switches", "ring_context_switches")} | {"cpu_us": int(r["cpu_ticks"]) / int(r["ticks_per_second"]) * 1e6 / n, "requests": n})
+    m.append({k: int(r[k]) / n for k in ("enters", "completions", "deferred", "context_switches", "ring_context_switches")} | {"cpu_us": int(r["cpu_ticks"]) / int(r["ticks_per_second"]) * 1e6 / n, "requests": n})
 def med(xs, k): return statistics.median(x[k] for x in xs)
 out = [f"Kernel event loop against the user-space loop · commit {commit} · Linux 7.2 in QEMU (software emulation) · {seconds} s in all",
        "", "One ring; wrk against /plaintext; medians over rounds, modes alternating; per request. Counts are firm under emulation; CPU time is emulated.", "",
-       "| Scenario | Loop | requests | enters | CQEs in user space | context switches | the ring thread's | CPU µs (emulated) |", "|---|---|--:|--:|--:|--:|--:|--:|"]
+       "| Scenario | Loop | requests | enters | CQEs in user space | CQEs held in the kernel | context switches | the ring thread's | CPU µs (emulated) |", "|---|---|--:|--:|--:|--:|--:|--:|--:|"]
 for s, modes in per.items():
     for mode, xs in modes.items():
-        out.append(f"| {s} | {mode} | {int(med(xs, 'requests')):,} | {med(xs, 'enters'):.3f} | {med(xs, 'completions'):.3f} | {med(xs, 'context_switches'):.3f} | {med(xs, 'ring_context_switches'):.3f} | {med(xs, 'cpu_us'):.0f} |")
+        out.append(f"| {s} | {mode} | {int(med(xs, 'requests')):,} | {med(xs, 'enters'):.3f} | {med(xs, 'completions'):.3f} | {med(xs, 'deferred'):.3f} | {med(xs, 'context_switches'):.3f} | {med(xs, 'ring_context_switches'):.3f} | {med(xs, 'cpu_us'):.0f} |")
     if "Off" in modes and "Required" in modes:
         o, k = modes["Off"], modes["Required"]
-        out.append(f"| | **kernel ÷ user** | | **{med(k, 'enters') / med(o, 'enters'):.2f}** | {med(k, 'completions') / med(o, 'completions'):.2f} | {med(k, 'context_switches') / med(o, 'context_switches'):.2f} | {med(k, 'ring_context_switches') / med(o, 'ring_context_switches'):.2f} | {med(k, 'cpu_us') / med(o, 'cpu_us'):.2f} |")
+        out.append(f"| | **kernel ÷ user** | | **{med(k, 'enters') / med(o, 'enters'):.2f}** | {med(k, 'completions') / med(o, 'completions'):.2f} | | {med(k, 'context_switches') / med(o, 'context_switches'):.2f} | {med(k, 'ring_context_switches') / med(o, 'ring_context_switches'):.2f} | {med(k, 'cpu_us') / med(o, 'cpu_us'):.2f} |")
 open(f"{d}/results.md", "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 EOF

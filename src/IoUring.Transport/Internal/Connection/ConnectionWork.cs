@@ -20,4 +20,10 @@ internal enum ConnectionWork
 
     /// <summary>The application completed Transport.Input: receive nothing more.</summary>
     InputCompleted,
+
+    /// <summary>
+    /// The application flushed or completed its output while the send in flight may be held in
+    /// the kernel: hold it no longer (the post's wake ends the kernel's sleep).
+    /// </summary>
+    OutputFlushed,
 }

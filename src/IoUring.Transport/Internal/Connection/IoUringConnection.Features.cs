@@ -23,7 +23,7 @@ internal sealed partial class IoUringConnection : IFeatureCollection
 
     PipeReader IDuplexPipe.Input => _reader;
 
-    PipeWriter IDuplexPipe.Output => _output.Writer;
+    PipeWriter IDuplexPipe.Output => _outputWriter;
 
     bool IFeatureCollection.IsReadOnly => false;
 

@@ -2,6 +2,7 @@ using System;
 using System.Buffers;
 using System.IO;
 using System.IO.Pipelines;
+using System.Threading;
 using System.Threading.Tasks;
 using System.Threading.Tasks.Sources;
 using IoUring.Interop;
@@ -25,9 +26,31 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
     private int _sendDone;
     private int _zcResult;        // result of a zero-copy send whose notification is still due
 
-    private void InitializeSend()
+    // Held send completions (rings whose kernel event loop holds them, RingThread.HoldsSendCompletions).
+    // The kernel may keep a send's completion in the CQ until something else needs the ring thread,
+    // so the send loop, which awaits it before it reads the pipe again, could wait for ever for
+    // bytes the application flushed meanwhile. A send may be held only if it took everything the
+    // pipe held and the output is not complete, and the first flush (or completion) after that
+    // releases it: it posts OutputFlushed, whose wake ends the kernel's sleep, and the ring thread
+    // zeroes the send's entry in the program's table so a completion not posted yet is not held
+    // either. Whether a flush came after the send loop's read is a Dekker handshake on two fields,
+    // each written with a full fence before the other is read: the send loop sets _sendHold, then
+    // reads _outputPublished; the writer publishes _outputPublished, then reads _sendHold. Either
+    // the send loop sees the newer bytes (and does not hold) or the writer sees the hold (and
+    // releases it).
+    private int _sendHold;           // 1: the send in flight may be held. Set by the send loop before it posts the send; cleared by it when the send completes, or by the first flush after (which then posts OutputFlushed)
+    private long _outputPublished;   // bytes the application has flushed (long.MaxValue once it completed the output); written by the OutputWriter, read by the send loop
+    private long _sendConsumed;      // bytes of output the send loop has sent and advanced past (send loop only)
+    private bool _sendDeferrable;    // the send in flight is submitted as OpKind.SendDeferrable (ring thread only)
+    private long _holdableOutput;    // below this many unsent bytes the application's writer is not paused by the pipe (set once)
+
+    private void InitializeSend(PipeOptions outputOptions)
     {
         _sendCore.RunContinuationsAsynchronously = true; // set per completion: see CompleteSend
+        // The pipe pauses a flush once PauseWriterThreshold bytes are unsent and resumes it only
+        // when an advance takes them below ResumeWriterThreshold, so with fewer than that unsent
+        // the writer is not paused (System.IO.Pipelines, PipeOptions). No threshold: never paused.
+        _holdableOutput = outputOptions.PauseWriterThreshold > 0 ? outputOptions.ResumeWriterThreshold : long.MaxValue;
     }
 
     private async Task DoSendAsync()
@@ -47,7 +70,13 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
                 ReadOnlySequence<byte> buffer = result.Buffer;
                 if (!buffer.IsEmpty)
                 {
-                    int sent = await SendAsync(buffer).ConfigureAwait(false);
+                    // Held only while the application can write on: a writer the pipe paused (its
+                    // flush waits for this send to be advanced past) would wait for a completion
+                    // the kernel holds until something else completes.
+                    bool mayWait = !result.IsCompleted && buffer.Length < _holdableOutput;
+                    int sent = await SendAsync(buffer, mayWait).ConfigureAwait(false);
+                    Volatile.Write(ref _sendHold, 0); // before the next read: a flush from here on is seen by it
+                    _sendConsumed += sent;
                     _output.Reader.AdvanceTo(buffer.GetPosition(sent));
                     if (sent < buffer.Length)
                     {
@@ -82,6 +111,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
         }
         finally
         {
+            Volatile.Write(ref _sendHold, 0); // a failed send: later flushes have nothing to release
             Shutdown(shutdownReason, abortive: shutdownReason is not null);
             // As Kestrel's Sockets transport: only an unexpected error reaches the application's
             // writer. A reset or an abort is already reported through the input and the lifetime
@@ -92,9 +122,11 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
 
     /// <summary>
     /// Hands one segment to the ring as a send, or up to <see cref="SendState.MaxIovecs"/> segments
-    /// as one sendmsg; completes when all are sent.
+    /// as one sendmsg; completes when all are sent. <paramref name="mayWait"/>: the output is not
+    /// complete, so the completion may be held in the kernel if the send takes all of
+    /// <paramref name="buffer"/>, everything the pipe held.
     /// </summary>
-    private unsafe ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer)
+    private unsafe ValueTask<int> SendAsync(in ReadOnlySequence<byte> buffer, bool mayWait)
     {
         if (buffer.IsSingleSegment)
         {
@@ -118,13 +150,52 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
         _iovIndex = 0;
         _sendDone = 0;
         _sendCore.Reset();
+        if (mayWait && _sendTotal == buffer.Length && _ring.HoldsSendCompletions)
+        {
+            // The handshake (see _sendHold): set, full fence, then look at what was flushed. Bytes
+            // flushed after the pipe was read, or the output completed since, and it is not held.
+            Interlocked.Exchange(ref _sendHold, 1);
+            if (Volatile.Read(ref _outputPublished) > _sendConsumed + _sendTotal)
+            {
+                Volatile.Write(ref _sendHold, 0);
+            }
+        }
+
         Post(ConnectionWork.Send);
         return new ValueTask<int>(this, _sendCore.Version);
+    }
+
+    /// <summary>
+    /// The application flushed or completed its output (any thread): if the send in flight may be
+    /// held in the kernel, release it (see <see cref="_sendHold"/>).
+    /// </summary>
+    internal void OutputPublished(long published)
+    {
+        // Full fence between the publication and the read of _sendHold: the handshake's other half.
+        Interlocked.Exchange(ref _outputPublished, published);
+        if (Volatile.Read(ref _sendHold) != 0 && Interlocked.Exchange(ref _sendHold, 0) != 0)
+        {
+            Post(ConnectionWork.OutputFlushed); // its wake ends the kernel's sleep; the ring thread then reaps the send
+        }
+    }
+
+    /// <summary>The application wrote more while the send in flight may be held: it must not be held any more (ring thread).</summary>
+    private void ReleaseHeldSend()
+    {
+        if (_sendDeferrable)
+        {
+            // The completion, if posted already, is in the CQ and this turn reaps it; if not, the
+            // program no longer holds it when it comes.
+            _sendDeferrable = false;
+            _ring.ExpectSend(_slot, 0);
+        }
     }
 
     private void StartSend()
     {
         Set(RingState.SendActive);
+        // Read after the send was posted (a full fence): a flush that released it before is seen.
+        _sendDeferrable = Volatile.Read(ref _sendHold) != 0;
         if (Is(RingState.Closed) || (Is(RingState.ShutdownIssued) && _abortive))
         {
             CompleteSend(-Errno.ECANCELED);
@@ -142,12 +213,15 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
             throw new IoUringException("Injected: getting an SQE for a send", Errno.EBUSY);
         }
 
-        Sqe* sqe = _ring.GetSqe(OpKind.Send, _slot);
         // Zero copy: two CQEs, the result (F_MORE), then the notification (F_NOTIF) once the kernel
         // no longer reads our memory (io_uring_prep_send_zc(3), io_uring_prep_sendmsg_zc(3)). The
         // send completes on the notification, so the send loop cannot recycle the blocks while the
-        // NIC may read them.
+        // NIC may read them. (The kernel loop may hold the result, never the notification.)
         bool zeroCopy = _sendTotal - _sendDone >= _ring.ZeroCopySendThreshold;
+        // A send that may be held: the program holds its completion only if it reports all that
+        // is left, so a partial send comes back at once and continues.
+        OpKind kind = _sendDeferrable && !zeroCopy && _ring.ExpectSend(_slot, (uint)(_sendTotal - _sendDone)) ? OpKind.SendDeferrable : OpKind.Send;
+        Sqe* sqe = _ring.GetSqe(kind, _slot);
         if (_send is null)
         {
             // One segment: what is left of it, straight from its pinned memory.
@@ -245,6 +319,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
     private void CompleteSend(int result)
     {
         Clear(RingState.SendActive);
+        _sendDeferrable = false;
         if (result >= 0)
         {
             // A successful send continues the send loop right here on the ring thread: it advances

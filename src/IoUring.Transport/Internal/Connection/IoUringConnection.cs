@@ -36,6 +36,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private readonly long _maxReadBufferSize;   // 0: unlimited
     private readonly long _resumeThreshold;
     private readonly Pipe _output;  // application writes, send loop reads
+    private readonly PipeWriter _outputWriter; // Transport.Output: the pipe's writer, or an OutputWriter over it where sends may be held
     private readonly CancellationTokenSource _connectionClosedTokenSource = new();
     private readonly TaskCompletionSource _receiveDone = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _ringClosed = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -66,11 +67,12 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         _resumeThreshold = maxRead > 0 ? maxRead / 2 : long.MaxValue;
         _reader = new ReceivePipeReader(this, _resumeThreshold, options.UnsafePreferInlineScheduling);
         _output = new Pipe(outputOptions);
+        _outputWriter = ring.HoldsSendCompletions ? new OutputWriter(_output.Writer, this) : _output.Writer;
         // The connection is its own duplex pipe and feature collection (IoUringConnection.Features.cs):
         // per idle connection that is a DuplexPipe, a FeatureCollection and its dictionary fewer.
         Transport = this;
         ConnectionClosed = _connectionClosedTokenSource.Token;
-        InitializeSend();
+        InitializeSend(outputOptions);
     }
 
     /// <summary>
@@ -174,7 +176,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     public override async ValueTask DisposeAsync()
     {
         _reader.Complete();
-        _output.Writer.Complete();
+        _outputWriter.Complete(); // through the OutputWriter: a held send must learn of it
         await _processing.ConfigureAwait(false);
         _connectionClosedTokenSource.Dispose();
         await base.DisposeAsync().ConfigureAwait(false);
@@ -201,6 +203,9 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
             case ConnectionWork.InputCompleted:
                 StopReceiving();
                 break;
+            case ConnectionWork.OutputFlushed:
+                ReleaseHeldSend();
+                break;
         }
     }
 
@@ -216,6 +221,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
                 OnReceive(in cqe);
                 break;
             case OpKind.Send:
+            case OpKind.SendDeferrable:
                 OnSend(in cqe);
                 break;
         }

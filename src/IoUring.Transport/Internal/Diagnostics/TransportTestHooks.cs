@@ -33,6 +33,13 @@ internal sealed class TransportTestHooks
         set => _shortSends = value;
     }
 
+    /// <summary>
+    /// The kernel event loop's bound on completions ready before a waiting enter returns
+    /// (RingKernelLoop.HoldMax), in place of its default; 0 holds nothing. Read when a ring attaches
+    /// the loop.
+    /// </summary>
+    public int? KernelEventLoopHoldMax { get; set; }
+
     /// <summary>The BPF programs and maps connection dispatch created, by kind and kernel id.</summary>
     public ConcurrentBag<(string Kind, uint Id)> CreatedBpfObjects { get; } = [];
 }

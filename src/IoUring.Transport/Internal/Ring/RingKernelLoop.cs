@@ -1,19 +1,24 @@
 using System;
+using System.Diagnostics;
 using System.Runtime.InteropServices;
+using System.Threading;
 using IoUring.Bpf;
 
 namespace IoUring.Transport.Internal;
 
 /// <summary>
 /// One ring's event loop in the kernel: bpf/event_loop.bpf.c attached to the ring as its struct
-/// io_uring_bpf_ops, and the page of memory the program and the ring thread share (registered as
+/// io_uring_bpf_ops, and the memory the program and the ring thread share (registered as
 /// the ring's memory region, IORING_REGISTER_MEM_REGION). Once attached, each io_uring_enter of
 /// the ring thread runs the program, which submits what the ring thread queued and, when the ring
-/// thread asked it to wait (<see cref="PrepareEnter"/>), sleeps in the kernel until a completion is
-/// ready (docs/design.md, "The kernel event loop").
+/// thread asked it to wait (<see cref="PrepareEnter"/>), sleeps in the kernel until a completion
+/// user space needs now is ready, holding in the CQ the completions that can wait (a send that
+/// completed in full and whose connection has nothing more to send, <see cref="ExpectSend"/>; a
+/// cancel's result) until then or until <see cref="HoldMax"/> are ready (docs/design.md, "The
+/// kernel event loop").
 /// </summary>
 /// <remarks>
-/// Created, used and disposed on the ring thread only, like the ring. The shared page is written
+/// Created, used and disposed on the ring thread only, like the ring. The shared memory is written
 /// by the ring thread between its enters and by the program during them, on the same thread: plain
 /// loads and stores are ordered by the system call itself on both sides.
 /// </remarks>
@@ -22,15 +27,43 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     public const string ResourceName = "IoUring.Transport.Bpf.event_loop.bpf.o";
     public const string Section = "struct_ops.s/loop_step";
 
-    /// <summary>EVENT_LOOP_REGION_SIZE (bpf/iou_loop.h): the bytes of each region the program reads.</summary>
-    private const int RegionSize = 4096;
+    /// <summary>EVENT_LOOP_MEM_SIZE (bpf/iou_loop.h): the shared state's page, then the send table.</summary>
+    private const int MemSize = 20480;
+
+    /// <summary>EVENT_LOOP_SEND_TABLE: where the send table starts in the shared memory.</summary>
+    private const int SendTableOffset = 4096;
+
+    /// <summary>EVENT_LOOP_SEND_SLOTS: the slots the send table covers; sends of later slots are never held.</summary>
+    public const int SendSlots = 4096;
+
+    /// <summary>EVENT_LOOP_CQ_REGION_SIZE: the bytes of the ring's SQ/CQ region the program reads.</summary>
+    private const int CqRegionSize = 69632;
+
+    /// <summary>EVENT_LOOP_HEADER_SIZE: the first page of that region, with the SQ and CQ heads and tails; all the program reads of a smaller ring.</summary>
+    private const int HeaderSize = 4096;
+
+    /// <summary>EVENT_LOOP_CQ_ENTRIES: the CQ entries a ring needs for its region to be that big, and so for completions to be held.</summary>
+    public const int CqEntries = 4096;
+
+    /// <summary>EVENT_LOOP_HOLD_LIMIT: the most <see cref="HoldMax"/> the program accepts.</summary>
+    public const int HoldLimit = 64;
+
+    /// <summary>
+    /// The default <see cref="HoldMax"/>: a waiting enter returns once 32 completions are ready,
+    /// even if all of them could wait, so a return carries at most that many held ones and they
+    /// wait no longer than 32 later completions. Each held send keeps its output blocks out of the
+    /// pool until then (at most 31 sends per ring).
+    /// </summary>
+    public const int DefaultHoldMax = 32;
 
     private static readonly Lazy<BpfElfObject> s_object = new(() => DispatchProgram.ReadEmbedded(ResourceName));
 
     private readonly Ring _ring;
-    private readonly nuint _pageSize;
-    private void* _page;
+    private readonly nuint _pageSize;   // the system's page: the shared memory's alignment
+    private readonly nuint _size;       // the shared memory's size, whole pages
+    private void* _page;                // the shared memory (struct event_loop_shared first)
     private IoUringBpfLoopAttachment? _attachment;
+    private bool _canHold;              // the ring's CQ fills the region the program reads the CQEs through (set at attach)
 
     /// <summary>struct event_loop_shared (bpf/iou_loop.h); who writes each field is said there.</summary>
     [StructLayout(LayoutKind.Sequential)]
@@ -43,16 +76,23 @@ internal sealed unsafe class RingKernelLoop : IDisposable
         public uint Wait;
         public uint Pass;
         public int Error;
-        public uint Reserved;
+        public uint HoldMax;
         public ulong Steps;
         public ulong Submitted;
         public ulong Sleeps;
+        public ulong Deferred;
+        public uint Cqes;
+        public uint CqMask;
+        public uint Scanned;
+        public uint Reserved;
     }
 
     private RingKernelLoop(Ring ring)
     {
         _ring = ring;
-        _pageSize = (nuint)Math.Max(Environment.SystemPageSize, RegionSize);
+        // Page-aligned and a whole number of pages, as IORING_REGISTER_MEM_REGION requires.
+        _pageSize = (nuint)Environment.SystemPageSize;
+        _size = ((nuint)MemSize + _pageSize - 1) / _pageSize * _pageSize;
     }
 
     private Shared* State => (Shared*)_page;
@@ -65,6 +105,43 @@ internal sealed unsafe class RingKernelLoop : IDisposable
 
     /// <summary>Times the program asked the kernel to sleep until a completion.</summary>
     public ulong Sleeps => State->Sleeps;
+
+    /// <summary>Completions the program held in the CQ over a sleep instead of returning for them.</summary>
+    public ulong Deferred => State->Deferred;
+
+    /// <summary><see cref="Deferred"/> read from another thread while the program may be running (tests).</summary>
+    public ulong DeferredNow => Volatile.Read(ref State->Deferred);
+
+    /// <summary>Whether the program holds completions that can wait (<see cref="HoldMax"/> above 1).</summary>
+    public bool Holds => State->HoldMax > 1;
+
+    /// <summary>
+    /// A waiting enter returns once this many completions are ready, held or not; 0 or 1 hold
+    /// nothing, and so does a ring with fewer than <see cref="CqEntries"/> CQ entries, whatever is
+    /// set (set before the first enter; tests and measurements change it).
+    /// </summary>
+    public int HoldMax
+    {
+        get => (int)State->HoldMax;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            ArgumentOutOfRangeException.ThrowIfGreaterThan(value, HoldLimit);
+            State->HoldMax = _canHold ? (uint)value : 0;
+        }
+    }
+
+    /// <summary>
+    /// Before a send of kind <see cref="OpKind.SendDeferrable"/> from <paramref name="slot"/> is
+    /// submitted: the bytes its completion must report for the connection's send to be complete,
+    /// or 0 when its completion must not be held (any more). Sends of slots past
+    /// <see cref="SendSlots"/> are never of that kind.
+    /// </summary>
+    public void ExpectSend(int slot, uint bytes)
+    {
+        Debug.Assert((uint)slot < SendSlots, "the send table covers the first SendSlots slots only");
+        ((uint*)((byte*)_page + SendTableOffset))[slot] = bytes;
+    }
 
     /// <summary>
     /// Attaches the program to <paramref name="ring"/> (the ring thread, before its first enter).
@@ -85,24 +162,31 @@ internal sealed unsafe class RingKernelLoop : IDisposable
             throw BpfException.Unsupported("The ring has no IORING_SETUP_DEFER_TASKRUN (its kernel is older than 6.1), which the io_uring BPF loop requires.");
         }
 
-        if (ring.CqesOffset > RegionSize)
+        if (ring.CqesOffset > HeaderSize)
         {
-            throw BpfException.Unsupported($"The ring's headers end at byte {ring.CqesOffset}, past the {RegionSize} bytes the event loop program reads.");
+            throw BpfException.Unsupported($"The ring's headers end at byte {ring.CqesOffset}, past the {HeaderSize} bytes the event loop program reads.");
         }
 
         var loop = new RingKernelLoop(ring);
         try
         {
-            loop._page = NativeMemory.AlignedAlloc(loop._pageSize, loop._pageSize);
-            new Span<byte>(loop._page, (int)loop._pageSize).Clear();
+            loop._page = NativeMemory.AlignedAlloc(loop._size, loop._pageSize);
+            new Span<byte>(loop._page, (int)loop._size).Clear();
             Shared* shared = loop.State;
             shared->SqHead = ring.SqHeadOffset;
             shared->SqTail = ring.SqTailOffset;
             shared->CqHead = ring.CqHeadOffset;
             shared->CqTail = ring.CqTailOffset;
+            shared->Cqes = ring.CqesOffset;
+            shared->CqMask = ring.CqEntries - 1; // a power of two (io_uring_setup(2) rounds up)
+            // The program reads the CQEs through the first CqRegionSize bytes of the ring's SQ/CQ
+            // region, a constant (the verifier's rule), which a ring with CqEntries entries fills;
+            // on a smaller ring it reads only the headers and cannot hold (bpf/iou_loop.h).
+            loop._canHold = ring.CqEntries >= CqEntries && ring.CqesOffset <= CqRegionSize - CqEntries * 16;
+            shared->HoldMax = loop._canHold ? DefaultHoldMax : 0u;
             loop._attachment = IoUringBpfLoop.Attach(ring.Fd, s_object.Value, Section);
             // After the attach and before any enter: the program reads the region on its first pass.
-            ring.RegisterMemoryRegion(loop._page, loop._pageSize);
+            ring.RegisterMemoryRegion(loop._page, loop._size);
             return loop;
         }
         catch

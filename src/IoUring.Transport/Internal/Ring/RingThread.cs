@@ -42,6 +42,7 @@ internal sealed unsafe partial class RingThread
     private long _kernelSubmitted;       // the kernel loop's counters, copied after each enter (ring thread writes,
     private long _kernelSteps;           // any thread reads: the program's page is freed with the ring)
     private long _kernelSleeps;
+    private long _kernelDeferred;
     private volatile bool _stopping;   // set by Stop; the loop ends once no slot is in use.
     private long _activeConnections;   // ring thread writes; see ActiveConnections.
     private bool _dataDelivered;       // data went to an application since the ring last slept (ring thread only).
@@ -108,8 +109,28 @@ internal sealed unsafe partial class RingThread
     /// <summary>The times the kernel event loop slept until a completion (0 without it).</summary>
     public long KernelEventLoopSleeps => Volatile.Read(ref _kernelSleeps);
 
+    /// <summary>Completions the kernel event loop held in the kernel for a later return (0 without it).</summary>
+    public long KernelEventLoopDeferred => Volatile.Read(ref _kernelDeferred);
+
+    /// <summary>
+    /// The kernel event loop's held completions as its program counts them right now, also while
+    /// the ring thread sleeps in the kernel (<see cref="KernelEventLoopDeferred"/> is copied after
+    /// each enter). For tests, and only while the ring runs: the program's memory goes with the ring.
+    /// </summary>
+    internal long KernelEventLoopDeferredNow => _kernelLoop is { } loop && IsRunning ? (long)loop.DeferredNow : 0;
+
     /// <summary>Whether this ring's event loop runs in the kernel (set before the loop starts).</summary>
     public bool RunsKernelEventLoop { get; private set; }
+
+    /// <summary>
+    /// Whether the ring's kernel event loop may hold the completions of sends of kind
+    /// <see cref="OpKind.SendDeferrable"/> (set before the loop starts): connections then tell the
+    /// ring when the application flushes while such a send is in flight (IoUringConnection.Send.cs).
+    /// </summary>
+    public bool HoldsSendCompletions { get; private set; }
+
+    /// <summary>Work posted and not yet run (tests: to know that posts have arrived).</summary>
+    internal int QueuedWork => _queue.Count;
 
     /// <summary>Why the kernel event loop was asked for and not attached (<see cref="KernelEventLoop.WhereAvailable"/>); null otherwise. Set before the loop starts.</summary>
     public BpfException? KernelEventLoopRefusal { get; private set; }
@@ -236,7 +257,9 @@ internal sealed unsafe partial class RingThread
     {
         try
         {
-            // SINGLE_ISSUER binds the ring to the creating thread, so it is created here.
+            // SINGLE_ISSUER binds the ring to the creating thread, so it is created here. (A
+            // kernel event loop holds completions only on a CQ of RingKernelLoop.CqEntries or
+            // more, which the default SubmissionQueueSize gives.)
             _ring = Ring.Create(new RingOptions
             {
                 SqEntries = (uint)_options.SubmissionQueueSize,
@@ -318,7 +341,13 @@ internal sealed unsafe partial class RingThread
             }
 
             _kernelLoop = RingKernelLoop.Attach(_ring!);
+            if (Hooks?.KernelEventLoopHoldMax is int holdMax)
+            {
+                _kernelLoop.HoldMax = holdMax;
+            }
+
             RunsKernelEventLoop = true;
+            HoldsSendCompletions = _kernelLoop.Holds;
             KernelEventLoopIds = _kernelLoop.Ids;
         }
         catch (BpfException ex) when (_options.KernelEventLoop == KernelEventLoop.WhereAvailable)
@@ -340,16 +369,39 @@ internal sealed unsafe partial class RingThread
     private bool Turn(Cqe[] completions)
     {
         bool worked = RunPostedWork() | _buffers!.DrainReturned();
-        int reaped = ReapAndRoute(completions);
+        int reaped = ReapAndRoute(completions, out bool woken);
         _buffers.RearmWaiting();
         if (MayEnd)
         {
             return false;
         }
 
-        if (worked || reaped > 0)
+        if (!HoldsSendCompletions)
+        {
+            if (worked || reaped > 0 || woken)
+            {
+                SubmitQueued();
+                return true;
+            }
+        }
+        else if (reaped > 0)
         {
             SubmitQueued();
+            return true;
+        }
+        else if (worked || woken)
+        {
+            // Only posted work ran (a send, say), or a wake came: with a kernel loop that holds
+            // completions, what the work queued (and the wake read, re-armed) is submitted by the
+            // waiting enter itself. A completion user space needs ends that enter at once, as a
+            // submit-only enter would have returned it; one that can wait (a send that completed in
+            // full) is held and comes back with the next one that cannot, which saves this return
+            // and the one after it. If work came meanwhile, submit and turn again.
+            if (!SleepUntilWoken())
+            {
+                SubmitQueued();
+            }
+
             return true;
         }
 
@@ -388,26 +440,32 @@ internal sealed unsafe partial class RingThread
         return any;
     }
 
-    private int ReapAndRoute(Cqe[] completions)
+    /// <summary>Reaps and routes what completed; returns how many went to owners, and whether the cross-thread wake was among them.</summary>
+    private int ReapAndRoute(Cqe[] completions, out bool woken)
     {
         int count = _ring!.CopyCompletions(completions);
         Completions += count;
+        int routed = count;
+        woken = false;
         for (int i = 0; i < count; i++)
         {
+            if (UserData.Kind(completions[i].UserData) == OpKind.Wake)
+            {
+                ArmWakeRead();
+                woken = true;
+                routed--;
+                continue;
+            }
+
             Route(in completions[i]);
         }
 
-        return count;
+        return routed;
     }
 
     private void Route(in Cqe cqe)
     {
         OpKind kind = UserData.Kind(cqe.UserData);
-        if (kind == OpKind.Wake)
-        {
-            ArmWakeRead();
-            return;
-        }
 
         IRingCompletionHandler? handler = _slots.Find(cqe.UserData); // null: for a slot's previous owner
         if (handler is null)
@@ -427,18 +485,20 @@ internal sealed unsafe partial class RingThread
         }
     }
 
-    private void SleepUntilWoken()
+    /// <summary>Sleeps in the kernel until a completion or a wake, unless work is there already; returns whether it slept.</summary>
+    private bool SleepUntilWoken()
     {
         // Announce the sleep, then look once more: a Post that missed the flag is seen here.
         _waker!.AnnounceSleep();
         if (!_queue.IsEmpty || _buffers!.HasReturns || MayEnd)
         {
             _waker.EndSleep();
-            return;
+            return false;
         }
 
         SubmitAndWait();
         _waker.EndSleep();
+        return true;
     }
 
     /// <summary>Submits what is queued and reaps what completed, without waiting: one enter, if there is anything to do.</summary>
@@ -474,8 +534,27 @@ internal sealed unsafe partial class RingThread
             Volatile.Write(ref _kernelSubmitted, (long)loop.Submitted);
             Volatile.Write(ref _kernelSteps, (long)loop.Steps);
             Volatile.Write(ref _kernelSleeps, (long)loop.Sleeps);
+            Volatile.Write(ref _kernelDeferred, (long)loop.Deferred);
             loop.ThrowIfSubmitFailed();
         }
+    }
+
+    /// <summary>
+    /// Before a send of kind <see cref="OpKind.SendDeferrable"/> from <paramref name="slot"/>: the
+    /// bytes its completion must report to be held; 0 when it must not be held (any more). Ring
+    /// thread, on a ring whose loop <see cref="HoldsSendCompletions"/>; false for a slot the
+    /// program's table does not cover (the send is then a plain one).
+    /// </summary>
+    public bool ExpectSend(RingSlot slot, uint bytes)
+    {
+        Debug.Assert(IsOnRingThread, "the kernel loop's memory is the ring thread's between its enters");
+        if ((uint)slot.Index >= RingKernelLoop.SendSlots)
+        {
+            return false;
+        }
+
+        _kernelLoop!.ExpectSend(slot.Index, bytes);
+        return true;
     }
 
     /// <summary>Notes that received data went to an application: its response is likely to follow shortly (ring thread).</summary>

@@ -2,7 +2,12 @@ using System.Runtime.CompilerServices;
 
 namespace IoUring.Transport.Internal;
 
-/// <summary>What a completion is for: the low byte of <c>user_data</c>.</summary>
+/// <summary>
+/// What a completion is for: the top byte of <c>user_data</c>. The kernel event loop
+/// (bpf/event_loop.bpf.c) reads it too, to decide which completions may wait in the kernel:
+/// <see cref="Cancel"/>, a zero-copy <see cref="Send"/>'s first CQE, and a
+/// <see cref="SendDeferrable"/> that completed in full; the values are in bpf/iou_loop.h.
+/// </summary>
 internal enum OpKind : byte
 {
     Wake = 1,
@@ -12,6 +17,13 @@ internal enum OpKind : byte
     Cancel = 5,
     AcceptBackoff = 6,
     Connect = 7,
+
+    /// <summary>
+    /// A send (or sendmsg) whose full completion the kernel event loop may hold for a later return:
+    /// it took everything the connection's output pipe held (IoUringConnection.Send.cs). A
+    /// connection's completion handler treats it as <see cref="Send"/>.
+    /// </summary>
+    SendDeferrable = 8,
 }
 
 /// <summary>
