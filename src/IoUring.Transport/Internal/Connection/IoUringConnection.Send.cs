@@ -143,7 +143,7 @@ internal sealed partial class IoUringConnection : IValueTaskSource<int>
         }
         else
         {
-            SendState send = _send = SendState.Rent();
+            SendState send = _send = SendState.Rent(buffer.Length);
             _iovCount = SendGather.Fill(in buffer, send.Iovecs, send.Handles, send.Segments, out _sendTotal);
         }
 
