@@ -43,9 +43,14 @@ NICE=${NICE:-0}
 need_apt=()
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v curl >/dev/null || need_apt+=(curl)
-python3 -c 'import matplotlib' 2>/dev/null || need_apt+=(python3-matplotlib)
+# The chart needs matplotlib; Debian's package installs it for the system's python3, which may not
+# be the python3 first on PATH (a pyenv one, say): the report runs with whichever has it.
+has_matplotlib() { "$1" -c 'import matplotlib' 2>/dev/null; }
+has_matplotlib python3 || has_matplotlib /usr/bin/python3 || need_apt+=(python3-matplotlib)
 install_missing "${need_apt[@]}"
 require wrk taskset curl python3 dotnet
+REPORT_PYTHON=python3
+if ! has_matplotlib python3 && has_matplotlib /usr/bin/python3; then REPORT_PYTHON=/usr/bin/python3; fi
 if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then die "port $PORT is in use (set PORT)"; fi
 
 build_release perf/BenchmarkApp/BenchmarkApp.csproj perf/RateClient/RateClient.csproj
@@ -136,5 +141,5 @@ for round in $(seq 1 "$ROUNDS"); do
   done
 done
 
-python3 "$PERF/rate_report.py" "$OUT"
+"$REPORT_PYTHON" "$PERF/rate_report.py" "$OUT"
 cat "$OUT/results.md"
