@@ -22,7 +22,7 @@ namespace IoUring.FunctionalTests;
 [Collection(IsolatedCollection.Name)]
 public class KernelEventLoopDeferralTests
 {
-    private const string NeedsTheLoop = "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.";
+    private const string NeedsTheLoop = KernelEventLoopTests.NeedsTheLoop;
 
     /// <summary>The bound the tests give the program (RingKernelLoop.HoldMax): small, so that a test reaches it with a few connections.</summary>
     private const int HoldMax = 8;

@@ -21,7 +21,7 @@ namespace IoUring.FunctionalTests;
 [Collection(IsolatedCollection.Name)]
 public class KernelEventLoopTests
 {
-    private const string NeedsTheLoop = "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.";
+    internal const string NeedsTheLoop = "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.";
 
     private static readonly bool s_kernelHasLoop = IoUringTransportFactory.IsIoUringBpfLoopAvailable;
 
