@@ -86,9 +86,10 @@ public class KernelEventLoopDeferralTests
         const int Chunks = 20;
         const int ChunkSize = 100;
         var rings = new TaskCompletionSource<RingThread>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
         await using IoUringServer server = await IoUringServer.StartAsync(
             o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 1; o.TestHooks = new TransportTestHooks { KernelEventLoopHoldMax = HoldMax }; },
-            listen => listen.Run(connection => WriteEachOnceTheLastIsHeldAsync(connection, rings.Task, Chunks, ChunkSize)));
+            listen => listen.Run(connection => WriteEachOnceTheLastIsHeldAsync(connection, rings.Task, Chunks, ChunkSize, held)));
         RingThread ring = server.Group.Rings[0];
         rings.SetResult(ring);
         Assert.True(ring.HoldsSendCompletions);
@@ -100,6 +101,8 @@ public class KernelEventLoopDeferralTests
         {
             Assert.True(received.AsSpan(i * ChunkSize, ChunkSize).IndexOfAnyExcept((byte)('a' + i)) < 0, $"chunk {i} arrived wrong");
         }
+
+        Assert.True(await held.Task.DefaultTimeout() > 0, "no chunk's send was held: the test did not test holding");
     }
 
     [Fact]
@@ -232,25 +235,37 @@ public class KernelEventLoopDeferralTests
     }
 
     /// <summary>
-    /// Writes <paramref name="chunks"/> chunks, each once the program holds the previous one's send
-    /// completion: the send loop awaits that completion before it reads the pipe again, and nothing
-    /// else happens on the ring. Then completes the output, whose last send is held too.
+    /// Writes <paramref name="chunks"/> chunks, each once the previous one's send completed: held
+    /// by the program (the send loop awaits that completion before it reads the pipe again, and
+    /// nothing else happens on the ring), or, where the send loop read the pipe between the write
+    /// and its publication (the writer then releases the send at once), counted by the ring.
+    /// Then completes the output and reports how many of the sends were held.
     /// </summary>
-    private static async Task WriteEachOnceTheLastIsHeldAsync(ConnectionContext connection, Task<RingThread> rings, int chunks, int chunkSize)
+    private static async Task WriteEachOnceTheLastIsHeldAsync(ConnectionContext connection, Task<RingThread> rings, int chunks, int chunkSize, TaskCompletionSource<int> held)
     {
         RingThread ring = await rings;
         PipeWriter output = connection.Transport.Output;
         byte[] chunk = new byte[chunkSize];
+        long sentBefore = ring.BytesSent;
+        int heldSends = 0;
         for (int i = 0; i < chunks; i++)
         {
             long deferred = ring.KernelEventLoopDeferredNow;
             chunk.AsSpan().Fill((byte)('a' + i));
             await output.WriteAsync(chunk);
+            long sent = sentBefore + (long)(i + 1) * chunkSize;
             int written = i;
-            await TestWait.UntilAsync(() => ring.KernelEventLoopDeferredNow > deferred, () => $"chunk {written}'s send was never held");
+            await TestWait.UntilAsync(
+                () => ring.KernelEventLoopDeferredNow > deferred || ring.BytesSent >= sent,
+                () => $"chunk {written}'s send was neither held nor counted as sent");
+            if (ring.KernelEventLoopDeferredNow > deferred)
+            {
+                heldSends++;
+            }
         }
 
         await output.CompleteAsync();
+        held.SetResult(heldSends);
     }
 
     /// <summary>
