@@ -32,7 +32,7 @@ internal sealed unsafe class SendState
     public const int SmallIovecs = 64;
 
     /// <summary>Sends of more bytes than this rent a large state: more than 64 pool blocks of 4 KiB.</summary>
-    public const long LargeFrom = SmallIovecs * 4096;
+    public const long LargeFrom = SmallIovecs * PinnedBlockMemoryPool.BlockSize;
 
     private const int MaxPooled = 256; // small states kept for reuse process-wide; beyond that they are freed
     private const int MaxPooledLarge = 64; // and large ones

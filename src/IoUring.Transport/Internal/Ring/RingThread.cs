@@ -376,20 +376,13 @@ internal sealed unsafe partial class RingThread
             return false;
         }
 
-        if (!HoldsSendCompletions)
-        {
-            if (worked || reaped > 0 || woken)
-            {
-                SubmitQueued();
-                return true;
-            }
-        }
-        else if (reaped > 0)
+        if (reaped > 0 || ((worked || woken) && !HoldsSendCompletions))
         {
             SubmitQueued();
             return true;
         }
-        else if (worked || woken)
+
+        if (worked || woken)
         {
             // Only posted work ran (a send, say), or a wake came: with a kernel loop that holds
             // completions, what the work queued (and the wake read, re-armed) is submitted by the
