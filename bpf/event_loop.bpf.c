@@ -10,6 +10,10 @@
  * The kernel calls loop_step first, then (if asked) sleeps, then runs the ring's task work and
  * posts the completions that work produced (DEFER_TASKRUN), then calls loop_step again
  * (__io_run_loop, io_uring/loop.c). What this program does:
+ *   0. every pass: for each new CQE of an armable accept (EVENT_LOOP_OP_ACCEPT_ARMABLE) with a
+ *      descriptor and IORING_CQE_F_MORE, queues the connection's first multishot receive with the
+ *      next tag user space published (arm_receives), so that a client's first bytes, if already
+ *      there, come back in the same return as its accept;
  *   1. every pass: submits the SQEs the ring thread queued, those between the SQ head (the
  *      kernel's) and the SQ tail (the ring thread's, published with a release store before it
  *      entered);
@@ -39,6 +43,14 @@
  * zeroes the slot's entry, so a completion not posted yet is not held either
  * (IoUringConnection.Send.cs). A partial send, an error, a notification of such a send and every
  * other kind (a receive, an accept, a connect, a timeout, the wake) return at once.
+ *
+ * An accept whose receive this program armed is not held either, although its connection's first
+ * data would then come back with it: the hold bound counts completions, not time, so a client that
+ * connects and waits for the server to speak first (a greeting, a connection handler that writes
+ * at once) would leave its accept held until some other completion came, its connection unknown
+ * to the application meanwhile. Returning at once costs one return when the data was not there
+ * yet; when it was, the receive's completion is posted during the submit of the same pass and
+ * comes back with the accept anyway.
  *
  * State is in the ring's registered memory region (IOU_REGION_MEM), which user space maps as
  * ordinary memory (struct event_loop_shared and the send table, iou_loop.h); no BPF global data,
@@ -112,6 +124,79 @@ static inline __attribute__((always_inline)) int hold_completions(struct event_l
 	return 1;
 }
 
+/*
+ * Arms the first receive of each new connection an armable accept produced (completions between
+ * the CQ head and tail the program has not looked at yet, from shared->arm_scanned): for each CQE
+ * of kind EVENT_LOOP_OP_ACCEPT_ARMABLE with a descriptor and IORING_CQE_F_MORE (a CQE without it
+ * ends the multishot, and user space re-arms the accept: it handles that one entirely), it takes
+ * the next tag user space published and queues a multishot receive with buffer selection on the
+ * descriptor, as IoUringConnection.ArmReceive does (PrepRecvMultishotSelect without bundles), at
+ * the SQ tail; step 1 of the same pass submits it. Its CQEs come after the accept's in the CQ,
+ * because the accept's was posted before the receive was submitted, so user space always reaps the
+ * accept (and gives the connection the slot) before the connection's first data.
+ * Skipped, leaving user space to arm as without the program: no tag left, the SQ full, or the SQ
+ * tail's entry outside the SQE memory the program can write (sqes NULL, or past
+ * EVENT_LOOP_SQ_REGION_SIZE).
+ */
+static inline __attribute__((always_inline)) void arm_receives(struct event_loop_shared *shared, __u8 *rings, __u8 *sqes, __u32 sq_head, __u32 sq_tail, __u32 head, __u32 tail)
+{
+	__u32 from = shared->arm_scanned;
+	if ((__s32)(from - head) < 0 || (__s32)(tail - from) < 0)
+		from = head; /* user space reaped past it (or it is stale): start at the head */
+
+	__u32 cqes = shared->cqes;
+	__u32 mask = shared->cq_mask;
+	__u32 i = 0;
+	for (; i < EVENT_LOOP_ARM_SCAN; i++) {
+		if (from + i == tail)
+			break;
+		__u64 at = (__u64)cqes + (__u64)((from + i) & mask) * sizeof(struct io_uring_cqe);
+		if (!FITS(at, sizeof(struct io_uring_cqe)))
+			break; /* a CQE past the region the program reads: user space arms from here on */
+		const struct io_uring_cqe *cqe = (const struct io_uring_cqe *)(rings + at);
+		/* The kernel wrote the CQE on this task before this pass: program order. */
+		__u64 user_data = *(volatile __u64 *)&cqe->user_data;
+		__s32 res = *(volatile __s32 *)&cqe->res;
+		__u32 flags = *(volatile __u32 *)&cqe->flags;
+		if ((__u32)(user_data >> 56) != EVENT_LOOP_OP_ACCEPT_ARMABLE || !(flags & IORING_CQE_F_MORE) || res < 0)
+			continue;
+
+		/* The tags are user space's, published before this enter on this task (program order). */
+		__u32 arm_head = shared->arm_head;
+		if (arm_head == shared->arm_tail || !sqes)
+			continue; /* no tag left (or no SQE memory): user space arms it */
+
+		/* The SQ tail is the ring thread's, written before this enter; the head the kernel's,
+		 * moved by io_submit_sqes on this task. Both only change here within the enter. */
+		__u32 sq_now = *(volatile __u32 *)(rings + sq_tail);
+		if (sq_now - *(volatile __u32 *)(rings + sq_head) >= shared->sq_entries)
+			continue; /* the SQ is full */
+		__u64 sqe_at = (__u64)(sq_now & shared->sq_mask) * sizeof(struct io_uring_sqe);
+		if (sqe_at > EVENT_LOOP_SQ_REGION_SIZE - sizeof(struct io_uring_sqe))
+			continue; /* an entry past the SQE memory the program asked for */
+
+		__u32 position = arm_head % EVENT_LOOP_ARM_SLOTS;
+		struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sqes + sqe_at);
+		__builtin_memset(sqe, 0, sizeof(*sqe));
+		sqe->opcode = IORING_OP_RECV;
+		sqe->flags = IOSQE_BUFFER_SELECT;
+		sqe->ioprio = IORING_RECV_MULTISHOT;
+		sqe->fd = res;
+		sqe->buf_group = (__u16)shared->arm_group;
+		sqe->user_data = shared->arm_tags[position];
+		/* The SQE before the tail: io_submit_sqes (step 1, this task) reads the tail, then the
+		 * entries before it. The SQ array maps each position to the entry of the same index
+		 * (the ring thread writes it so once, src/IoUring/Ring/Ring.cs), so it needs no write. */
+		*(volatile __u32 *)(rings + sq_tail) = sq_now + 1;
+
+		/* The record user space matches the accept's CQE against, then the position it reads up to. */
+		shared->arm_fd[position] = res;
+		shared->arm_head = arm_head + 1;
+		shared->armed++;
+	}
+	shared->arm_scanned = from + i;
+}
+
 SEC("struct_ops.s/loop_step")
 int event_loop_step(__u64 *args)
 {
@@ -129,6 +214,8 @@ int event_loop_step(__u64 *args)
 	}
 	if (!mem || !rings)
 		return IOU_LOOP_STOP; /* cannot happen on a ring the transport set up: let user space see it stopped */
+	/* NULL on a ring with fewer than 512 SQEs: it then arms nothing. */
+	__u8 *sqes = bpf_io_uring_get_region(ring, IOU_REGION_SQ, EVENT_LOOP_SQ_REGION_SIZE);
 	struct event_loop_shared *shared = (struct event_loop_shared *)mem;
 
 	__u32 sq_head = shared->sq_head;
@@ -142,6 +229,14 @@ int event_loop_step(__u64 *args)
 
 	shared->steps++;
 	__u32 pass = shared->pass++;
+
+	/* 0. Arm the first receive of the connections accepted since the last look (every pass, also
+	 * in an enter that only submits): step 1 submits them. */
+	__u32 arm_cq_tail = *(volatile __u32 *)(rings + cq_tail);
+	if (can_hold && shared->arm_head != shared->arm_tail) /* it reads the CQEs, as holding does */
+		arm_receives(shared, rings, sqes, sq_head, sq_tail, *(volatile __u32 *)(rings + cq_head), arm_cq_tail);
+	else
+		shared->arm_scanned = arm_cq_tail; /* nothing to arm with: what is ready now is user space's */
 
 	/* 1. Submit. The tail is the ring thread's, written before this enter on the same task, so
 	 * program order is the ordering; the head is the kernel's, which io_submit_sqes moves on this

@@ -53,7 +53,7 @@ struct iou_loop_params {
 extern __s32 bpf_io_uring_submit_sqes(struct iou_ctx *ctx, __u32 nr);
 extern __u8 *bpf_io_uring_get_region(struct iou_ctx *ctx, __u32 region_id, const unsigned long size);
 
-/* struct io_uring_sqe (linux/io_uring.h), 64 bytes; the fields a NOP needs. */
+/* struct io_uring_sqe (linux/io_uring.h), 64 bytes; the fields a NOP and a receive need. */
 struct io_uring_sqe {
 	__u8 opcode;
 	__u8 flags;
@@ -64,7 +64,10 @@ struct io_uring_sqe {
 	__u32 len;
 	__u32 op_flags;
 	__u64 user_data;
-	__u64 tail[3];
+	__u16 buf_group; /* union with buf_index */
+	__u16 personality;
+	__u32 file_index;
+	__u64 tail[2];
 };
 
 /* struct io_uring_cqe (linux/io_uring.h), 16 bytes without CQE32. */
@@ -76,6 +79,11 @@ struct io_uring_cqe {
 
 #define IORING_OP_NOP 0
 #define IORING_OP_TIMEOUT 11
+#define IORING_OP_RECV 27
+
+/* io_uring_sqe flags and a receive's ioprio flags (linux/io_uring.h). */
+#define IOSQE_BUFFER_SELECT (1U << 5)
+#define IORING_RECV_MULTISHOT (1U << 1)
 
 /*
  * The loop probe (loop_probe.bpf.c). Each region is asked for with this size, a constant as the
@@ -158,6 +166,23 @@ struct loop_probe_shared {
 #define EVENT_LOOP_OP_CANCEL 5
 #define EVENT_LOOP_OP_SEND_DEFERRABLE 8
 
+/* The kind of a multishot accept whose connections stay on its ring: for each of its CQEs with a
+ * descriptor and IORING_CQE_F_MORE the program arms the connection's first receive (arm_receives).
+ * Never held. */
+#define EVENT_LOOP_OP_ACCEPT_ARMABLE 9
+
+/*
+ * Arming receives. The SQE array (IOU_REGION_SQ) is asked for with this size, a constant as the
+ * verifier requires: 512 SQEs, the transport's default SQ. A ring with a smaller SQ gets NULL and the
+ * program arms nothing (user space then publishes no tags); with a larger one the program arms only
+ * when the SQ tail's entry falls within the first 512 (else user space arms that connection).
+ */
+#define EVENT_LOOP_SQ_REGION_SIZE 32768
+/* Tags user space can publish at once (a power of two: positions are taken modulo it). */
+#define EVENT_LOOP_ARM_SLOTS 16
+/* The most CQEs one pass looks at for armable accepts: the verifier's bound on that loop. */
+#define EVENT_LOOP_ARM_SCAN 64
+
 /* struct io_uring_cqe's flags (linux/io_uring.h). */
 #define IORING_CQE_F_MORE (1U << 1)
 #define IORING_CQE_F_NOTIF (1U << 3)
@@ -181,6 +206,25 @@ struct loop_probe_shared {
  *                       (cq_off.cqes) and the CQ's index mask (the value at cq_off.ring_mask);
  *   scanned             the program: the CQ index up to which it has classified the completions;
  *                       behind the CQ head once user space reaped past it, and then ignored.
+ *   sq_mask, sq_entries user space, before attaching: the SQ's index mask and size (its
+ *                       ring_mask and ring_entries);
+ *   arm_group           user space, before attaching: the provided buffer group the receives it
+ *                       arms select from (io_uring_prep_recv_multishot with IOSQE_BUFFER_SELECT);
+ *   arm_scanned         the program: the CQ index up to which it has looked for armable accepts
+ *                       (as scanned, behind the CQ head once user space reaped past it);
+ *   arm_tail            user space, between its enters: one past the last tag it published in
+ *                       arm_tags (position p at arm_tags[p % EVENT_LOOP_ARM_SLOTS]);
+ *   arm_head            the program: one past the last tag it used; arm_head <= arm_tail;
+ *   armed               the program: the receives it armed (a counter);
+ *   arm_tags            user space, between its enters: the user_data of each receive the program
+ *                       may arm (OpKind.Recv, a slot user space reserved and its generation). User
+ *                       space writes position p only once it has matched position p - ARM_SLOTS
+ *                       (below), so a record is never overwritten before it is read;
+ *   arm_fd              the program: for position p, the descriptor (the accept's res) whose
+ *                       receive it armed with arm_tags[p]. User space matches the armable accept
+ *                       CQEs it reaps, in CQ order, against the positions in order: the program arms
+ *                       in CQ order, and an accepted descriptor stays open and unique until user
+ *                       space, which has not seen the later accepts yet, closes it.
  * The send table (EVENT_LOOP_SEND_TABLE, one __u32 per slot) is written by user space only: before
  * it submits a send of kind EVENT_LOOP_OP_SEND_DEFERRABLE from slot s, the bytes that send must
  * report for the connection's send to be complete; 0 when such a send must not be held any more
@@ -205,6 +249,15 @@ struct event_loop_shared {
 	__u32 cq_mask;
 	__u32 scanned;
 	__u32 reserved;
+	__u32 sq_mask;
+	__u32 sq_entries;
+	__u32 arm_group;
+	__u32 arm_scanned;
+	__u32 arm_tail;
+	__u32 arm_head;
+	__u64 armed;
+	__u64 arm_tags[EVENT_LOOP_ARM_SLOTS];
+	__s32 arm_fd[EVENT_LOOP_ARM_SLOTS];
 };
 
 #endif

@@ -302,8 +302,20 @@ internal sealed unsafe class Ring : IDisposable
         return Counted(IoUringSyscalls.Enter(_enterFd, toSubmit, minComplete, flags, &arg, (nuint)sizeof(GetEventsArg)));
     }
 
+    /// <summary>
+    /// Whether an io_uring BPF loop program attached to the ring also queues SQEs (moving the SQ
+    /// tail inside io_uring_enter): then every enter takes the tail back (<see cref="ResyncSqTail"/>),
+    /// also the enter <see cref="GetSqeSubmitIfFull"/> makes on its own. Owning thread only.
+    /// </summary>
+    public bool SqTailSharedWithLoop { get; set; }
+
     private int Counted(int enterResult)
     {
+        if (SqTailSharedWithLoop)
+        {
+            ResyncSqTail(); // before anything else hands out an SQE: the program may have queued some
+        }
+
         EnterCalls++;
         if (enterResult > 0)
         {

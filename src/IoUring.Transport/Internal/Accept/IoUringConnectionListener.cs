@@ -197,8 +197,11 @@ internal sealed class IoUringConnectionListener : IConnectionListener
         }
     }
 
-    /// <summary>A ring accepted <paramref name="fd"/> (ring thread).</summary>
-    public void OnAccepted(RingThread ring, int fd)
+    /// <summary>
+    /// A ring accepted <paramref name="fd"/> (ring thread). <paramref name="armed"/> is the slot
+    /// whose receive the kernel event loop armed on it already, or none.
+    /// </summary>
+    public void OnAccepted(RingThread ring, int fd, RingSlot armed)
     {
         IoUringConnection connection;
         try
@@ -208,12 +211,22 @@ internal sealed class IoUringConnectionListener : IConnectionListener
                 ConnectionDispatcher.OnAccepted(ring);
             }
 
-            connection = IoUringConnection.Start(ring, fd, _localEndPoint, _outputOptions, _options, _logger);
+            if (_options.TestHooks?.TakeConnectionSetupFailure() == true)
+            {
+                throw new InvalidOperationException("A connection setup failure for a test (TransportTestHooks.FailConnectionSetups).");
+            }
+
+            connection = IoUringConnection.Start(ring, fd, _localEndPoint, _outputOptions, _options, _logger, armed: armed.IsAssigned ? armed : null);
         }
         catch (Exception ex)
         {
             IoUringTransportLog.ConnectionSetupFailed(_logger, ex);
             Libc.Close(fd);
+            if (armed.IsAssigned)
+            {
+                ring.AbandonArmedReceive(armed); // the closed descriptor's receive lives on until cancelled
+            }
+
             return;
         }
 

@@ -34,6 +34,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     private bool _backoffArmed;
     private bool _stopping;
     private TimeSpan _backoff = s_minBackoff;
+    private OpKind _acceptKind = OpKind.Accept; // AcceptArmable where the kernel event loop arms its connections' first receive
     private KernelTimespec* _backoffTimespec; // native: the kernel reads it when the timeout SQE is submitted
 
     public RingListener(RingThread ring, int fd, bool ownsFd, IoUringConnectionListener listener, RingGroup group, bool distribute, ILogger logger)
@@ -61,6 +62,14 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
             case ListenerWork.Start:
                 _slot = ring.AllocateSlot(this);
                 _started = true;
+                if (!_distribute && ring.ArmsReceives)
+                {
+                    // Its connections stay on this ring, so the kernel may arm their first receive
+                    // with a slot of this ring (a handed-over connection's slot is on another one).
+                    _acceptKind = OpKind.AcceptArmable;
+                    ring.ArmableListenerStarted();
+                }
+
                 _backoffTimespec = (KernelTimespec*)NativeMemory.AllocZeroed((nuint)sizeof(KernelTimespec));
                 ArmAccept();
                 break;
@@ -85,9 +94,18 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
             return;
         }
 
-        if (kind != OpKind.Accept)
+        if (kind is not (OpKind.Accept or OpKind.AcceptArmable))
         {
             return;
+        }
+
+        int result = cqe.Res;
+        // First, for every armable CQE the program may have acted on, in CQ order (the matching
+        // depends on it): whether its connection's receive is armed already.
+        RingSlot armed = RingSlot.None;
+        if (kind == OpKind.AcceptArmable && cqe.HasMore && result >= 0)
+        {
+            _ = ring.TakeArmedReceive(result, out armed);
         }
 
         if (!cqe.HasMore)
@@ -95,11 +113,10 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
             _acceptArmed = false;
         }
 
-        int result = cqe.Res;
         if (result >= 0)
         {
             _backoff = s_minBackoff;
-            Accepted(result);
+            Accepted(result, armed);
         }
         else if (!_stopping && result is not (-Errno.ECANCELED or -Errno.ECONNABORTED or -Errno.EINTR or -Errno.EAGAIN))
         {
@@ -151,18 +168,23 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         ArmBackoff();
     }
 
-    private void Accepted(int fd)
+    private void Accepted(int fd, RingSlot armed)
     {
         if (_stopping)
         {
             Libc.Close(fd);
+            if (armed.IsAssigned)
+            {
+                _ring.AbandonArmedReceive(armed); // closing the descriptor does not end the receive
+            }
+
             return;
         }
 
         RingThread target = _distribute ? _group.NextRing() : _ring;
         if (target == _ring)
         {
-            _listener.OnAccepted(_ring, fd);
+            _listener.OnAccepted(_ring, fd, armed);
         }
         else
         {
@@ -174,7 +196,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     {
         // Accepted sockets stay blocking: io_uring polls them itself, and a blocking socket is what
         // a user of IConnectionSocketFeature expects.
-        Sqe* sqe = _ring.GetSqe(OpKind.Accept, _slot);
+        Sqe* sqe = _ring.GetSqe(_acceptKind, _slot);
         sqe->PrepMultishotAccept(_fd, SocketInterop.SOCK_CLOEXEC);
         _acceptArmed = true;
     }
@@ -182,7 +204,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     private void CancelAccept()
     {
         Sqe* sqe = _ring.GetSqe(OpKind.Cancel, _slot);
-        sqe->PrepCancel64(_slot.Tag(OpKind.Accept));
+        sqe->PrepCancel64(_slot.Tag(_acceptKind));
     }
 
     private void ArmBackoff()
@@ -231,6 +253,11 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
         _ring.FreeSlot(_slot);
         _slot = RingSlot.None;
+        if (_acceptKind == OpKind.AcceptArmable)
+        {
+            _ring.ArmableListenerStopped(); // with none left the ring withdraws its reserved slots
+        }
+
         NativeMemory.Free(_backoffTimespec);
         _backoffTimespec = null;
         _stopped.TrySetResult();
@@ -279,7 +306,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     /// <summary>A connection accepted on one ring and handed to another.</summary>
     private sealed class AdoptWork(IoUringConnectionListener listener, int fd) : IRingWork
     {
-        public void Execute(RingThread ring, int operation) => listener.OnAccepted(ring, fd);
+        public void Execute(RingThread ring, int operation) => listener.OnAccepted(ring, fd, RingSlot.None);
 
         public void Reject(int operation, Exception error) => Libc.Close(fd); // its ring died before taking it
     }

@@ -14,6 +14,7 @@ internal sealed unsafe partial class IoUringConnection
     // Ring-thread state of the receive side.
     private int _receivePaused;         // 1 while MaxReadBufferSize is reached; set by the ring thread, read by the reader
     private int _resumePosted;          // 1 while a ResumeReceive is posted (any thread)
+    private long _startEnters;          // the ring's enters when the connection started (ring thread; EntersBeforeFirstData)
 
     private bool CanReceive => !Is(RingState.InputDone) && Volatile.Read(ref _receivePaused) == 0 && !Is(RingState.ShutdownIssued);
 
@@ -60,6 +61,11 @@ internal sealed unsafe partial class IoUringConnection
 
         if (result > 0)
         {
+            if (EntersBeforeFirstData < 0)
+            {
+                EntersBeforeFirstData = _ring.Enters - _startEnters;
+            }
+
             _ring.BytesReceived += result;
             Deliver(cqe.BufferId, result);
             _ring.DataDelivered();

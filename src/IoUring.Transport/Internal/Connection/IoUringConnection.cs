@@ -50,7 +50,7 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
 
 
     private IoUringConnection(RingThread ring, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint,
-        PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger)
+        PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger, RingSlot? armed)
     {
         _ring = ring;
         _fd = fd;
@@ -58,7 +58,17 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         MemoryPool = outputOptions.Pool;
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
-        _slot = ring.AllocateSlot(this);
+        if (armed is RingSlot taken)
+        {
+            // The kernel event loop armed the receive with this slot's user_data: take it over
+            // (the caller marks the receive armed), generation and all.
+            ring.ReplaceSlotHandler(taken, this);
+            _slot = taken;
+        }
+        else
+        {
+            _slot = ring.AllocateSlot(this);
+        }
 
         long maxRead = options.MaxReadBufferSize ?? 0;
         // Input: the ring thread appends the received buffers; the application's read continuations
@@ -120,6 +130,12 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// </summary>
     public Socket Socket => _socket ??= new Socket(new SafeSocketHandle(_fd, ownsHandle: false));
 
+    /// <summary>
+    /// The ring's enters between this connection's start and its first data (tests: 0 when both
+    /// came back in one return); -1 before the first data.
+    /// </summary>
+    internal long EntersBeforeFirstData { get; private set; } = -1;
+
     /// <summary>The connection's processing: ends once it is closed and its descriptor is gone.</summary>
     internal Task Processing => _processing;
 
@@ -127,9 +143,12 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     /// Creates the connection on its ring thread, arms its receive and starts its processing.
     /// <paramref name="localEndPoint"/> is the listener's own end point when it is bound to one
     /// address, or null to read it from the socket. <paramref name="accepted"/> is false for a
-    /// connection the ring connected (<see cref="IoUringConnectionFactory"/>).
+    /// connection the ring connected (<see cref="IoUringConnectionFactory"/>). <paramref name="armed"/>
+    /// is the slot whose multishot receive the kernel event loop armed on <paramref name="fd"/>
+    /// already (<see cref="RingThread.TakeArmedReceive"/>), or none; if this throws, the caller
+    /// closes the descriptor and abandons that receive.
     /// </summary>
-    public static IoUringConnection Start(RingThread ring, int fd, EndPoint? localEndPoint, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger, bool accepted = true)
+    public static IoUringConnection Start(RingThread ring, int fd, EndPoint? localEndPoint, PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger, bool accepted = true, RingSlot? armed = null)
     {
         AddressFamily family = LinuxSocket.GetAddressFamily(fd);
         if (options.NoDelay && family is AddressFamily.InterNetwork or AddressFamily.InterNetworkV6)
@@ -148,15 +167,23 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         {
             remote = null; // reset before we looked: the first receive reports it and the connection ends
         }
-        var connection = new IoUringConnection(ring, fd, local, remote, outputOptions, options, logger);
-        try
+        var connection = new IoUringConnection(ring, fd, local, remote, outputOptions, options, logger, armed);
+        connection._startEnters = ring.Enters;
+        if (armed is not null)
         {
-            connection.ArmReceive();
+            connection.Set(RingState.ReceiveArmed); // by the kernel, from the accept's completion
         }
-        catch
+        else
         {
-            ring.FreeSlot(connection._slot); // the caller closes the fd; no SQE of ours names it
-            throw;
+            try
+            {
+                connection.ArmReceive();
+            }
+            catch
+            {
+                ring.FreeSlot(connection._slot); // the caller closes the fd; no SQE of ours names it
+                throw;
+            }
         }
 
         if (accepted)

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading;
 
 namespace IoUring.Transport.Internal;
 
@@ -14,6 +15,7 @@ internal sealed class TransportTestHooks
 
     private volatile bool _failSendSubmissions;
     private volatile bool _shortSends;
+    private int _failConnectionSetups;
 
     /// <summary>Send submissions fail as if the ring could not take an SQE.</summary>
     public bool FailSendSubmissions
@@ -39,6 +41,26 @@ internal sealed class TransportTestHooks
     /// the loop.
     /// </summary>
     public int? KernelEventLoopHoldMax { get; set; }
+
+    /// <summary>
+    /// The slots a ring keeps reserved for receives the kernel event loop arms at accept, in place
+    /// of its default (8); 0 arms none, as before. At most RingKernelLoop.ArmSlots. Read when a ring
+    /// attaches the loop.
+    /// </summary>
+    public int? KernelEventLoopArmReserve { get; set; }
+
+    /// <summary>
+    /// The next this many accepted connections fail their setup (as if reading their addresses
+    /// threw): the listener closes the descriptor, and gives up a receive the kernel armed for it.
+    /// </summary>
+    public int FailConnectionSetups
+    {
+        get => Volatile.Read(ref _failConnectionSetups);
+        set => Volatile.Write(ref _failConnectionSetups, value);
+    }
+
+    /// <summary>Takes one of <see cref="FailConnectionSetups"/> (ring thread).</summary>
+    internal bool TakeConnectionSetupFailure() => Volatile.Read(ref _failConnectionSetups) > 0 && Interlocked.Decrement(ref _failConnectionSetups) >= 0;
 
     /// <summary>The BPF programs and maps connection dispatch created, by kind and kernel id.</summary>
     public ConcurrentBag<(string Kind, uint Id)> CreatedBpfObjects { get; } = [];

@@ -14,8 +14,9 @@ namespace IoUring.Transport.Internal;
 /// thread asked it to wait (<see cref="PrepareEnter"/>), sleeps in the kernel until a completion
 /// user space needs now is ready, holding in the CQ the completions that can wait (a send that
 /// completed in full and whose connection has nothing more to send, <see cref="ExpectSend"/>; a
-/// cancel's result) until then or until <see cref="HoldMax"/> are ready (docs/design.md, "The
-/// kernel event loop").
+/// cancel's result) until then or until <see cref="HoldMax"/> are ready; it also arms the first
+/// receive of each connection an armable accept produced, with the tags user space published
+/// (<see cref="KernelArmedReceives"/>; docs/design.md, "The kernel event loop").
 /// </summary>
 /// <remarks>
 /// Created, used and disposed on the ring thread only, like the ring. The shared memory is written
@@ -44,6 +45,12 @@ internal sealed unsafe class RingKernelLoop : IDisposable
 
     /// <summary>EVENT_LOOP_CQ_ENTRIES: the CQ entries a ring needs for its region to be that big, and so for completions to be held.</summary>
     public const int CqEntries = 4096;
+
+    /// <summary>EVENT_LOOP_SQ_REGION_SIZE: the bytes of the SQE array the program writes; a ring with fewer SQEs arms no receives.</summary>
+    private const int SqRegionSize = 32768;
+
+    /// <summary>EVENT_LOOP_ARM_SLOTS: the tags user space can publish at once for receives the program arms.</summary>
+    public const int ArmSlots = 16;
 
     /// <summary>EVENT_LOOP_HOLD_LIMIT: the most <see cref="HoldMax"/> the program accepts.</summary>
     public const int HoldLimit = 64;
@@ -85,6 +92,15 @@ internal sealed unsafe class RingKernelLoop : IDisposable
         public uint CqMask;
         public uint Scanned;
         public uint Reserved;
+        public uint SqMask;
+        public uint SqEntries;
+        public uint ArmGroup;
+        public uint ArmScanned;
+        public uint ArmTail;
+        public uint ArmHead;
+        public ulong Armed;
+        public fixed ulong ArmTags[ArmSlots];
+        public fixed int ArmFd[ArmSlots];
     }
 
     private RingKernelLoop(Ring ring)
@@ -111,6 +127,35 @@ internal sealed unsafe class RingKernelLoop : IDisposable
 
     /// <summary><see cref="Deferred"/> read from another thread while the program may be running (tests).</summary>
     public ulong DeferredNow => Volatile.Read(ref State->Deferred);
+
+    /// <summary>Receives the program armed for accepted connections.</summary>
+    public ulong Armed => State->Armed;
+
+    /// <summary><see cref="Armed"/> read from another thread while the program may be running (tests).</summary>
+    public ulong ArmedNow => Volatile.Read(ref State->Armed);
+
+    /// <summary>
+    /// Whether the program can arm receives on this ring: it asks for the first 512 entries of the
+    /// SQE array (a constant, the verifier's rule), so a ring with fewer gets none, and it reads the
+    /// accepts' CQEs through the region holding needs (a ring with fewer than CqEntries reads none).
+    /// </summary>
+    public bool CanArmReceives => _canHold && _ring.SqEntries * 64 >= SqRegionSize;
+
+    /// <summary>One past the last tag the program used (its arm_head; read between enters).</summary>
+    public uint ArmHead => State->ArmHead;
+
+    /// <summary>One past the last tag published (arm_tail; written between enters only).</summary>
+    public uint ArmTail
+    {
+        get => State->ArmTail;
+        set => State->ArmTail = value;
+    }
+
+    /// <summary>Publishes the <c>user_data</c> of the receive the program may arm at <paramref name="position"/> (between enters).</summary>
+    public void PublishArmTag(uint position, ulong tag) => State->ArmTags[position % ArmSlots] = tag;
+
+    /// <summary>The descriptor the program armed the receive at <paramref name="position"/> for (positions before <see cref="ArmHead"/>).</summary>
+    public int ArmedFd(uint position) => State->ArmFd[position % ArmSlots];
 
     /// <summary>Whether the program holds completions that can wait (<see cref="HoldMax"/> above 1).</summary>
     public bool Holds => State->HoldMax > 1;
@@ -148,8 +193,10 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     /// The shared page is registered as the ring's memory region only once the program is attached,
     /// so a refusal leaves the ring as it was, usable by the user-space loop.
     /// </summary>
+    /// <param name="ring">The ring, created on this thread.</param>
+    /// <param name="bufferGroup">The ring's provided buffer group, which the receives the program arms select from.</param>
     /// <exception cref="BpfException">The kernel lacks the loop, the process lacks the privilege, or the kernel refused the program (its verifier log attached).</exception>
-    public static RingKernelLoop Attach(Ring ring)
+    public static RingKernelLoop Attach(Ring ring, ushort bufferGroup)
     {
         if (!IoUringTransportFactory.IsIoUringBpfLoopAvailable)
         {
@@ -184,6 +231,11 @@ internal sealed unsafe class RingKernelLoop : IDisposable
             // on a smaller ring it reads only the headers and cannot hold (bpf/iou_loop.h).
             loop._canHold = ring.CqEntries >= CqEntries && ring.CqesOffset <= CqRegionSize - CqEntries * 16;
             shared->HoldMax = loop._canHold ? DefaultHoldMax : 0u;
+            shared->SqMask = ring.SqMask;
+            shared->SqEntries = ring.SqEntries;
+            shared->ArmGroup = bufferGroup;
+            // The program writes SQEs at the SQ tail: every enter takes the tail back (Ring.ResyncSqTail).
+            ring.SqTailSharedWithLoop = true;
             loop._attachment = IoUringBpfLoop.Attach(ring.Fd, s_object.Value, Section);
             // After the attach and before any enter: the program reads the region on its first pass.
             ring.RegisterMemoryRegion(loop._page, loop._size);

@@ -57,6 +57,18 @@ internal sealed class RingSlots
         return new RingSlot(index, _generations[index]);
     }
 
+    /// <summary>
+    /// Gives <paramref name="slot"/>, in use, to another handler, generation and all: the requests
+    /// already in flight under its <c>user_data</c> (a receive the kernel event loop armed) complete
+    /// to the new handler.
+    /// </summary>
+    public void Replace(RingSlot slot, IRingCompletionHandler handler)
+    {
+        Debug.Assert(slot.IsAssigned && _handlers[slot.Index] is not null, "replacing the handler of a slot that is not in use");
+        Debug.Assert(_generations[slot.Index] == slot.Generation, "replacing a handler by a stale generation");
+        _handlers[slot.Index] = handler;
+    }
+
     /// <summary>Gives the slot back; its generation moves on, so late completions of its owner are dropped.</summary>
     public void Free(RingSlot slot)
     {

@@ -24,6 +24,11 @@ internal sealed unsafe partial class RingThread
 {
     private const int CompletionBatch = 256;
 
+    // Slots kept reserved for connections whose first receive the kernel event loop arms: enough
+    // for a burst of accepts between two turns; more connections than that are armed by the ring
+    // thread as without the loop. (At most RingKernelLoop.ArmSlots.)
+    private const int KernelArmReserve = 8;
+
     // How long the ring waits on the CPU for the responses to data it just delivered before it
     // sleeps in io_uring_enter (see AwaitWorkBriefly).
     private static readonly long s_awaitWorkTicks = Stopwatch.Frequency / 50_000; // 20 µs
@@ -39,6 +44,8 @@ internal sealed unsafe partial class RingThread
     private ReceiveBuffers? _buffers;
     private RingWaker? _waker;
     private RingKernelLoop? _kernelLoop; // the ring's event loop in the kernel, if attached (ring thread only)
+    private KernelArmedReceives? _armedReceives; // the slots reserved for receives the kernel loop arms (ring thread only)
+    private long _kernelArmed;           // receives the kernel loop armed, copied after each enter
     private long _kernelSubmitted;       // the kernel loop's counters, copied after each enter (ring thread writes,
     private long _kernelSteps;           // any thread reads: the program's page is freed with the ring)
     private long _kernelSleeps;
@@ -118,6 +125,15 @@ internal sealed unsafe partial class RingThread
     /// each enter). For tests, and only while the ring runs: the program's memory goes with the ring.
     /// </summary>
     internal long KernelEventLoopDeferredNow => _kernelLoop is { } loop && IsRunning ? (long)loop.DeferredNow : 0;
+
+    /// <summary>Receives the kernel event loop armed for accepted connections (0 without it), copied after each enter.</summary>
+    public long KernelEventLoopArmed => Volatile.Read(ref _kernelArmed);
+
+    /// <summary>
+    /// <see cref="KernelEventLoopArmed"/> as the program counts it right now, also while the ring
+    /// thread sleeps in the kernel. For tests, and only while the ring runs.
+    /// </summary>
+    internal long KernelEventLoopArmedNow => _kernelLoop is { } loop && IsRunning ? (long)loop.ArmedNow : 0;
 
     /// <summary>Whether this ring's event loop runs in the kernel (set before the loop starts).</summary>
     public bool RunsKernelEventLoop { get; private set; }
@@ -223,6 +239,40 @@ internal sealed unsafe partial class RingThread
         Debug.Assert(IsOnRingThread, "slots belong to the ring thread");
         return _slots.Allocate(handler);
     }
+
+    /// <summary>Gives a slot in use, generation and all, to <paramref name="handler"/> (ring thread).</summary>
+    public void ReplaceSlotHandler(RingSlot slot, IRingCompletionHandler handler)
+    {
+        Debug.Assert(IsOnRingThread, "slots belong to the ring thread");
+        _slots.Replace(slot, handler);
+    }
+
+    /// <summary>
+    /// Whether the kernel event loop arms the first receive of connections accepted on this ring by
+    /// a listener that keeps them here (<see cref="OpKind.AcceptArmable"/>). Set before the loop starts.
+    /// </summary>
+    public bool ArmsReceives => _armedReceives is not null;
+
+    /// <summary>An armable listener started on this ring (ring thread, <see cref="ArmsReceives"/>).</summary>
+    public void ArmableListenerStarted() => _armedReceives!.ListenerStarted();
+
+    /// <summary>An armable listener stopped on this ring (ring thread, <see cref="ArmsReceives"/>).</summary>
+    public void ArmableListenerStopped() => _armedReceives!.ListenerStopped();
+
+    /// <summary>
+    /// An <see cref="OpKind.AcceptArmable"/> CQE with descriptor <paramref name="fd"/> and
+    /// IORING_CQE_F_MORE (ring thread; each one, in CQ order): whether the kernel armed its
+    /// receive, and the slot that receive's <c>user_data</c> names, which the connection takes
+    /// over (<see cref="ReplaceSlotHandler"/>) or gives up (<see cref="AbandonArmedReceive"/>).
+    /// </summary>
+    public bool TakeArmedReceive(int fd, out RingSlot slot)
+    {
+        Debug.Assert(IsOnRingThread, "the kernel loop's memory is the ring thread's between its enters");
+        return _armedReceives!.TryTake(fd, out slot);
+    }
+
+    /// <summary>No connection takes over <paramref name="slot"/>: cancel its armed receive; the slot is freed after its last CQE (ring thread).</summary>
+    public void AbandonArmedReceive(RingSlot slot) => _armedReceives!.Abandon(slot);
 
     /// <summary>Gives a slot back once none of its requests can complete any more (ring thread).</summary>
     public void FreeSlot(RingSlot slot)
@@ -340,10 +390,16 @@ internal sealed unsafe partial class RingThread
                 throw BpfException.NotPermitted($"The process lacks {missing}, which loading the io_uring BPF event loop (a struct_ops program) needs.");
             }
 
-            _kernelLoop = RingKernelLoop.Attach(_ring!);
+            _kernelLoop = RingKernelLoop.Attach(_ring!, _buffers!.GroupId);
             if (Hooks?.KernelEventLoopHoldMax is int holdMax)
             {
                 _kernelLoop.HoldMax = holdMax;
+            }
+
+            int reserve = Math.Min(Hooks?.KernelEventLoopArmReserve ?? KernelArmReserve, RingKernelLoop.ArmSlots);
+            if (reserve > 0 && _kernelLoop.CanArmReceives)
+            {
+                _armedReceives = new KernelArmedReceives(this, _kernelLoop, reserve);
             }
 
             RunsKernelEventLoop = true;
@@ -371,6 +427,7 @@ internal sealed unsafe partial class RingThread
         bool worked = RunPostedWork() | _buffers!.DrainReturned();
         int reaped = ReapAndRoute(completions, out bool woken);
         _buffers.RearmWaiting();
+        _armedReceives?.Refresh(_stopping); // after the reap: the accepts reaped freed their positions
         if (MayEnd)
         {
             return false;
@@ -528,6 +585,7 @@ internal sealed unsafe partial class RingThread
             Volatile.Write(ref _kernelSteps, (long)loop.Steps);
             Volatile.Write(ref _kernelSleeps, (long)loop.Sleeps);
             Volatile.Write(ref _kernelDeferred, (long)loop.Deferred);
+            Volatile.Write(ref _kernelArmed, (long)loop.Armed);
             loop.ThrowIfSubmitFailed();
         }
     }

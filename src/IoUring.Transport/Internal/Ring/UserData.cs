@@ -24,6 +24,13 @@ internal enum OpKind : byte
     /// connection's completion handler treats it as <see cref="Send"/>.
     /// </summary>
     SendDeferrable = 8,
+
+    /// <summary>
+    /// A multishot accept whose connections stay on its ring: for each of its CQEs with a
+    /// descriptor and IORING_CQE_F_MORE the kernel event loop arms the connection's first receive
+    /// with a slot the ring reserved (<see cref="KernelArmedReceives"/>). Handled as <see cref="Accept"/> otherwise.
+    /// </summary>
+    AcceptArmable = 9,
 }
 
 /// <summary>
