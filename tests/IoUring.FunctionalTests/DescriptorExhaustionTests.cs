@@ -5,6 +5,7 @@ using System.IO;
 using System.Linq;
 using System.Net;
 using System.Net.Sockets;
+using System.Threading;
 using System.Threading.Tasks;
 using IoUring.Transport.Internal;
 using Microsoft.Extensions.Logging;
@@ -54,6 +55,11 @@ public class DescriptorExhaustionTests
             // thread (starting a thread opens /proc files), which the waits below use.
             await Task.Delay(1, TestContext.Current.CancellationToken);
             var clients = Enumerable.Range(0, 4).Select(_ => new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp)).ToArray();
+            // And spare thread-pool threads: a thread that cannot start (starting one opens /proc
+            // files) is fatal to the process, as the pool's MaybeAddWorkingWorker lets Thread.Start's
+            // OutOfMemoryException escape (seen once in the 7.2 VM, where work items run slowly and
+            // the pool adds workers). Workers it has already, idle, are used instead of new ones.
+            await StartSpareWorkersAsync(8);
             List<int> threads = ThreadsButJit();
             using SafeFileHandle devNull = File.OpenHandle("/dev/null");
             int template = (int)devNull.DangerousGetHandle();
@@ -121,6 +127,29 @@ public class DescriptorExhaustionTests
             }
 
             NativeMethods.SetRLimit(NativeMethods.RlimitNofile, in original);
+        }
+
+        // Makes the pool start `count` more workers now: as many work items that wait until all of
+        // them run, with the pool's minimum raised so it starts them at once rather than one per
+        // half second. The workers then wait idle for work; the minimum is put back.
+        static async Task StartSpareWorkersAsync(int count)
+        {
+            ThreadPool.GetMinThreads(out int workers, out int io);
+            ThreadPool.SetMinThreads(ThreadPool.ThreadCount + count, io);
+            try
+            {
+                using var running = new CountdownEvent(count);
+                Task[] holders = Enumerable.Range(0, count).Select(_ => Task.Run(() =>
+                {
+                    running.Signal();
+                    running.Wait(TestContext.Current.CancellationToken);
+                })).ToArray();
+                await Task.WhenAll(holders).DefaultTimeout();
+            }
+            finally
+            {
+                ThreadPool.SetMinThreads(workers, io);
+            }
         }
 
         // The CPU time of every thread but the runtime's tiered JIT compiler, which recompiles the
