@@ -13,7 +13,11 @@
  *   0. every pass: for each new CQE of an armable accept (EVENT_LOOP_OP_ACCEPT_ARMABLE) with a
  *      descriptor and IORING_CQE_F_MORE, queues the connection's first multishot receive with the
  *      next tag user space published (arm_receives), so that a client's first bytes, if already
- *      there, come back in the same return as its accept;
+ *      there, come back in the same return as its accept; an accept of a placeable listener
+ *      (EVENT_LOOP_OP_ACCEPT_PLACEABLE) is first offered to place_connection, which hands the
+ *      descriptor to the least loaded ring of the group with IORING_OP_MSG_RING when this ring is
+ *      busier than it by more than a margin; a connection another ring handed over
+ *      (EVENT_LOOP_OP_ADOPT) has its receive armed here as an accepted one's;
  *   1. every pass: submits the SQEs the ring thread queued, those between the SQ head (the
  *      kernel's) and the SQ tail (the ring thread's, published with a release store before it
  *      entered);
@@ -42,7 +46,10 @@
  * that writes more meanwhile posts to the ring (whose wake ends the sleep) and the ring thread
  * zeroes the slot's entry, so a completion not posted yet is not held either
  * (IoUringConnection.Send.cs). A partial send, an error, a notification of such a send and every
- * other kind (a receive, an accept, a connect, a timeout, the wake) return at once.
+ * other kind (a receive, an accept, a connect, a timeout, the wake) return at once. An accept
+ * whose connection this program handed to another ring (EVENT_LOOP_OP_ACCEPT_HANDED) may be held
+ * too: user space only counts it. A failed hand-over (EVENT_LOOP_OP_HANDOVER) and an adopted
+ * connection (EVENT_LOOP_OP_ADOPT) return at once.
  *
  * An accept whose receive this program armed is not held either, although its connection's first
  * data would then come back with it: the hold bound counts completions, not time, so a client that
@@ -72,8 +79,8 @@ static inline __attribute__((always_inline)) int may_wait(const struct io_uring_
 	__u32 flags = *(volatile __u32 *)&cqe->flags;
 	__u32 kind = (__u32)(user_data >> 56);
 
-	if (kind == EVENT_LOOP_OP_CANCEL)
-		return 1;
+	if (kind == EVENT_LOOP_OP_CANCEL || kind == EVENT_LOOP_OP_ACCEPT_HANDED)
+		return 1; /* a handed accept: its connection is the target ring's, user space only counts it */
 	if (kind != EVENT_LOOP_OP_SEND && kind != EVENT_LOOP_OP_SEND_DEFERRABLE)
 		return 0;
 	if (flags & IORING_CQE_F_MORE)
@@ -124,6 +131,114 @@ static inline __attribute__((always_inline)) int hold_completions(struct event_l
 	return 1;
 }
 
+/* The least loaded ring of the group as this ring's page shows it now (see event_loop_shared). */
+struct placement {
+	__u32 rings;  /* 0: place nothing in this pass */
+	__u32 self;
+	__u32 own;    /* this ring's load */
+	__u32 best;   /* the least loaded ring */
+	__u32 least;  /* its load */
+};
+
+/*
+ * Reads the loads once per pass (a bounded loop of at most EVENT_LOOP_PLACE_RINGS). The loads are
+ * relaxed stores of other ring threads: a hint, read with single-copy atomic loads.
+ */
+static inline __attribute__((always_inline)) void read_loads(const struct event_loop_shared *shared, const __u32 *loads, struct placement *p)
+{
+	p->rings = 0;
+	__u32 rings = shared->place_rings;
+	__u32 self = shared->place_self;
+	if (rings < 2 || rings > EVENT_LOOP_PLACE_RINGS || self >= rings)
+		return;
+	__u32 own = *(volatile const __u32 *)&loads[self & (EVENT_LOOP_PLACE_RINGS - 1)];
+	if (own == EVENT_LOOP_LOAD_GONE)
+		return; /* this ring is stopping: its listeners are too */
+	__u32 best = self;
+	__u32 least = own;
+	for (__u32 i = 0; i < EVENT_LOOP_PLACE_RINGS; i++) {
+		if (i >= rings)
+			break;
+		__u32 load = *(volatile const __u32 *)&loads[i];
+		if (load < least) {
+			least = load;
+			best = i;
+		}
+	}
+	p->rings = rings;
+	p->self = self;
+	p->own = own;
+	p->best = best;
+	p->least = least;
+}
+
+/*
+ * A placeable accept's CQE with a descriptor (fd) and IORING_CQE_F_MORE: hands the descriptor to
+ * the least loaded ring with IORING_OP_MSG_RING when this ring's load exceeds that ring's by more
+ * than place_margin, and returns 1; else returns 0 and the connection stays (step 0 arms its
+ * receive). Accepted descriptors are ordinary descriptors of the process, so IORING_MSG_DATA can
+ * carry the number (no fixed files, which IORING_MSG_SEND_FD needs): the target gets a CQE with
+ * user_data sqe->off and res sqe->len (io_msg_ring_data, io_uring/msg_ring.c). The target rings are
+ * IORING_SETUP_DEFER_TASKRUN, so the kernel posts that CQE as task work on the target's thread
+ * (io_msg_data_remote): the MSG_RING itself completes during this pass's submit, and with
+ * IOSQE_CQE_SKIP_SUCCESS its own CQE is posted only when it failed (-ENOMEM, -EBADFD for a
+ * descriptor that is no ring or a disabled one, -EOWNERDEAD on kernels that check the target's
+ * task); user space then takes the connection itself, with the descriptor its user_data carries.
+ * Either way one side owns the descriptor: the target from its CQE on, or this ring.
+ * The accept's CQE stays in this CQ (the program cannot take it out): it is rewritten to
+ * EVENT_LOOP_OP_ACCEPT_HANDED, so user space, which reads it after this enter, knows the
+ * connection is not its own (the CQ is the kernel's to write only at the tail; a CQE between the
+ * head and the tail is read by user space only after this enter returns, on this thread).
+ * The target's descriptor comes from place_fds, which this ring's thread wrote, never from the
+ * loads; a ring that stops or fails publishes EVENT_LOOP_LOAD_GONE before it closes its ring, so
+ * it is never the least loaded from the next pass on (RingPlacement.cs says what a hand-over that
+ * races a ring's failure can cost).
+ */
+static inline __attribute__((always_inline)) int place_connection(struct event_loop_shared *shared, struct placement *p, struct io_uring_cqe *cqe, __u64 user_data, __s32 fd, __u8 *rings, __u8 *sqes, __u32 sq_head, __u32 sq_tail)
+{
+	if (!p->rings || !sqes)
+		return 0;
+	if (p->best == p->self || p->own - p->least <= shared->place_margin) {
+		p->own++; /* it stays: for the rest of this pass, this ring is one busier */
+		return 0;
+	}
+
+	/* The listener's group-wide id, which the target needs to start the connection. */
+	__u32 entry = (__u32)user_data % EVENT_LOOP_PLACE_LISTENERS;
+	if (shared->place_tags[entry] != user_data)
+		return 0; /* not published (a stopping listener, or two listeners on one entry) */
+	__u64 listener = shared->place_lids[entry] & 0xFFFFFFU;
+
+	__u32 sq_now = *(volatile __u32 *)(rings + sq_tail);
+	if (sq_now - *(volatile __u32 *)(rings + sq_head) >= shared->sq_entries)
+		return 0; /* the SQ is full */
+	__u64 sqe_at = (__u64)(sq_now & shared->sq_mask) * sizeof(struct io_uring_sqe);
+	if (sqe_at > EVENT_LOOP_SQ_REGION_SIZE - sizeof(struct io_uring_sqe))
+		return 0;
+
+	__u32 best = p->best & (EVENT_LOOP_PLACE_RINGS - 1);
+	__u64 message = listener << 32 | (__u32)fd;
+	struct io_uring_sqe *sqe = (struct io_uring_sqe *)(sqes + sqe_at);
+	__builtin_memset(sqe, 0, sizeof(*sqe));
+	sqe->opcode = IORING_OP_MSG_RING;
+	sqe->flags = IOSQE_CQE_SKIP_SUCCESS;
+	sqe->fd = shared->place_fds[best];
+	sqe->addr = IORING_MSG_DATA;
+	sqe->off = (__u64)EVENT_LOOP_OP_ADOPT << 56 | message;
+	sqe->len = (__u32)fd;
+	sqe->user_data = (__u64)EVENT_LOOP_OP_HANDOVER << 56 | message;
+	/* Before the tail, as for a receive (arm_receives). */
+	*(volatile __u32 *)(rings + sq_tail) = sq_now + 1;
+
+	*(volatile __u64 *)&cqe->user_data = (__u64)EVENT_LOOP_OP_ACCEPT_HANDED << 56 | (user_data & 0xFFFFFFFFFFFFFFULL);
+	/* For the rest of this pass the target is one busier, so a burst of accepts spreads. Only in
+	 * this pass's view: a store to loads[] could overwrite EVENT_LOOP_LOAD_GONE, which a ring
+	 * that fails stores once, for good. */
+	p->least++;
+	shared->placed++;
+	return 1;
+}
+
 /*
  * Arms the first receive of each new connection an armable accept produced (completions between
  * the CQ head and tail the program has not looked at yet, from shared->arm_scanned): for each CQE
@@ -134,15 +249,22 @@ static inline __attribute__((always_inline)) int hold_completions(struct event_l
  * the SQ tail; step 1 of the same pass submits it. Its CQEs come after the accept's in the CQ,
  * because the accept's was posted before the receive was submitted, so user space always reaps the
  * accept (and gives the connection the slot) before the connection's first data.
+ * A placeable accept's CQE (EVENT_LOOP_OP_ACCEPT_PLACEABLE, same conditions) is first offered to
+ * place_connection; one it keeps is armed the same way. A connection another ring handed over
+ * (EVENT_LOOP_OP_ADOPT, res the descriptor) is armed the same way too.
  * Skipped, leaving user space to arm as without the program: no tag left, the SQ full, or the SQ
  * tail's entry outside the SQE memory the program can write (sqes NULL, or past
  * EVENT_LOOP_SQ_REGION_SIZE).
  */
-static inline __attribute__((always_inline)) void arm_receives(struct event_loop_shared *shared, __u8 *rings, __u8 *sqes, __u32 sq_head, __u32 sq_tail, __u32 head, __u32 tail)
+static inline __attribute__((always_inline)) void arm_receives(struct event_loop_shared *shared, __u8 *mem, __u8 *rings, __u8 *sqes, __u32 sq_head, __u32 sq_tail, __u32 head, __u32 tail)
 {
 	__u32 from = shared->arm_scanned;
 	if ((__s32)(from - head) < 0 || (__s32)(tail - from) < 0)
 		from = head; /* user space reaped past it (or it is stale): start at the head */
+
+	const __u32 *loads = (const __u32 *)(mem + EVENT_LOOP_LOADS);
+	struct placement p;
+	read_loads(shared, loads, &p);
 
 	__u32 cqes = shared->cqes;
 	__u32 mask = shared->cq_mask;
@@ -153,13 +275,25 @@ static inline __attribute__((always_inline)) void arm_receives(struct event_loop
 		__u64 at = (__u64)cqes + (__u64)((from + i) & mask) * sizeof(struct io_uring_cqe);
 		if (!FITS(at, sizeof(struct io_uring_cqe)))
 			break; /* a CQE past the region the program reads: user space arms from here on */
-		const struct io_uring_cqe *cqe = (const struct io_uring_cqe *)(rings + at);
+		struct io_uring_cqe *cqe = (struct io_uring_cqe *)(rings + at);
 		/* The kernel wrote the CQE on this task before this pass: program order. */
 		__u64 user_data = *(volatile __u64 *)&cqe->user_data;
 		__s32 res = *(volatile __s32 *)&cqe->res;
 		__u32 flags = *(volatile __u32 *)&cqe->flags;
-		if ((__u32)(user_data >> 56) != EVENT_LOOP_OP_ACCEPT_ARMABLE || !(flags & IORING_CQE_F_MORE) || res < 0)
+		__u32 kind = (__u32)(user_data >> 56);
+		if (res < 0)
 			continue;
+		if (kind == EVENT_LOOP_OP_ACCEPT_PLACEABLE) {
+			if (!(flags & IORING_CQE_F_MORE))
+				continue;
+			if (place_connection(shared, &p, cqe, user_data, res, rings, sqes, sq_head, sq_tail))
+				continue;
+		} else if (kind == EVENT_LOOP_OP_ACCEPT_ARMABLE) {
+			if (!(flags & IORING_CQE_F_MORE))
+				continue;
+		} else if (kind != EVENT_LOOP_OP_ADOPT) {
+			continue;
+		}
 
 		/* The tags are user space's, published before this enter on this task (program order). */
 		__u32 arm_head = shared->arm_head;
@@ -233,8 +367,8 @@ int event_loop_step(__u64 *args)
 	/* 0. Arm the first receive of the connections accepted since the last look (every pass, also
 	 * in an enter that only submits): step 1 submits them. */
 	__u32 arm_cq_tail = *(volatile __u32 *)(rings + cq_tail);
-	if (can_hold && shared->arm_head != shared->arm_tail) /* it reads the CQEs, as holding does */
-		arm_receives(shared, rings, sqes, sq_head, sq_tail, *(volatile __u32 *)(rings + cq_head), arm_cq_tail);
+	if (can_hold && (shared->arm_head != shared->arm_tail || shared->place_rings > 1)) /* it reads the CQEs, as holding does */
+		arm_receives(shared, mem, rings, sqes, sq_head, sq_tail, *(volatile __u32 *)(rings + cq_head), arm_cq_tail);
 	else
 		shared->arm_scanned = arm_cq_tail; /* nothing to arm with: what is ready now is user space's */
 

@@ -80,10 +80,16 @@ struct io_uring_cqe {
 #define IORING_OP_NOP 0
 #define IORING_OP_TIMEOUT 11
 #define IORING_OP_RECV 27
+#define IORING_OP_MSG_RING 40
 
 /* io_uring_sqe flags and a receive's ioprio flags (linux/io_uring.h). */
 #define IOSQE_BUFFER_SELECT (1U << 5)
+#define IOSQE_CQE_SKIP_SUCCESS (1U << 6)
 #define IORING_RECV_MULTISHOT (1U << 1)
+
+/* IORING_OP_MSG_RING's command, in sqe->addr (linux/io_uring.h): post a CQE on the ring sqe->fd
+ * names, with user_data sqe->off and res sqe->len (io_uring/msg_ring.c, io_msg_ring_data). */
+#define IORING_MSG_DATA 0
 
 /*
  * The loop probe (loop_probe.bpf.c). Each region is asked for with this size, a constant as the
@@ -178,6 +184,35 @@ struct loop_probe_shared {
  * when the SQ tail's entry falls within the first 512 (else user space arms that connection).
  */
 #define EVENT_LOOP_SQ_REGION_SIZE 32768
+/*
+ * Placing connections (place_connection in event_loop.bpf.c). The kinds, in user_data's top byte
+ * (OpKind in UserData.cs):
+ *   ACCEPT_PLACEABLE  a multishot accept whose connections the program may hand to a less loaded
+ *                     ring of the group; one it keeps is armed as for ACCEPT_ARMABLE;
+ *   ACCEPT_HANDED     what the program rewrites a placeable accept's CQE to once it queued the
+ *                     hand-over: the descriptor is the target ring's now (held like a cancel);
+ *   HANDOVER          the IORING_OP_MSG_RING's own CQE on this ring, posted only if the hand-over
+ *                     failed (IOSQE_CQE_SKIP_SUCCESS): user_data is HANDOVER | listener id << 32 |
+ *                     descriptor, res the error; user space then takes the connection itself;
+ *   ADOPT             the CQE the target ring gets (the MSG_RING's off and len): user_data ADOPT |
+ *                     listener id << 32 | descriptor, res the descriptor; the target's program arms
+ *                     its receive as for an armable accept's (without IORING_CQE_F_MORE, which a
+ *                     MSG_RING CQE never has).
+ */
+#define EVENT_LOOP_OP_ACCEPT_PLACEABLE 10
+#define EVENT_LOOP_OP_ACCEPT_HANDED 11
+#define EVENT_LOOP_OP_HANDOVER 12
+#define EVENT_LOOP_OP_ADOPT 13
+/* The most rings placement chooses among (the group places nothing with more). */
+#define EVENT_LOOP_PLACE_RINGS 64
+/* Placeable listeners a ring can name (by the accept's slot modulo this; a power of two). */
+#define EVENT_LOOP_PLACE_LISTENERS 16
+/* Where the loads are in the shared page: their own cache lines, away from the fields the ring
+ * thread and the program write on every enter, because every ring thread writes them. */
+#define EVENT_LOOP_LOADS 2048
+/* The load of a ring that stopped or failed: never less than another's, so never a target. */
+#define EVENT_LOOP_LOAD_GONE 0xFFFFFFFFU
+
 /* Tags user space can publish at once (a power of two: positions are taken modulo it). */
 #define EVENT_LOOP_ARM_SLOTS 16
 /* The most CQEs one pass looks at for armable accepts: the verifier's bound on that loop. */
@@ -225,6 +260,24 @@ struct loop_probe_shared {
  *                       CQEs it reaps, in CQ order, against the positions in order: the program arms
  *                       in CQ order, and an accepted descriptor stays open and unique until user
  *                       space, which has not seen the later accepts yet, closes it.
+ *   place_rings         user space (this ring's thread), once, before any placeable listener starts:
+ *                       the rings of the group (0 or 1: this ring places nothing);
+ *   place_self          user space, with place_rings: this ring's index in the group;
+ *   place_margin        user space, between its enters: hand a connection over only when this
+ *                       ring's load exceeds the least loaded ring's by more than this (hysteresis);
+ *   placed              the program: the connections it handed to other rings (a counter);
+ *   place_tags, _lids   user space, between its enters: for a placeable listener whose accept's
+ *                       user_data is place_tags[slot % EVENT_LOOP_PLACE_LISTENERS], its group-wide
+ *                       listener id, which the MSG_RING carries to the target (0 in a free entry);
+ *   place_fds           user space, with place_rings: each ring's descriptor, the MSG_RING's target.
+ *   loads (at EVENT_LOOP_LOADS, EVENT_LOOP_PLACE_RINGS __u32s, not in this struct)
+ *                       every ring thread of the group, at any time: loads[i] is ring i's open
+ *                       connections, which ring i's thread stores into every ring's page when it
+ *                       changes (relaxed stores: a hint; EVENT_LOOP_LOAD_GONE once ring i stops or
+ *                       fails, for good). The program only reads them. Each load is an aligned __u32, so no reader sees it torn; no
+ *                       ordering with anything else is needed, because a stale load costs balance,
+ *                       never correctness (the target's descriptor and its liveness do not come
+ *                       from it: see place_connection).
  * The send table (EVENT_LOOP_SEND_TABLE, one __u32 per slot) is written by user space only: before
  * it submits a send of kind EVENT_LOOP_OP_SEND_DEFERRABLE from slot s, the bytes that send must
  * report for the connection's send to be complete; 0 when such a send must not be held any more
@@ -258,6 +311,16 @@ struct event_loop_shared {
 	__u64 armed;
 	__u64 arm_tags[EVENT_LOOP_ARM_SLOTS];
 	__s32 arm_fd[EVENT_LOOP_ARM_SLOTS];
+	__u32 place_rings;
+	__u32 place_self;
+	__u32 place_margin;
+	__u32 place_reserved;
+	__u64 placed;
+	__u64 place_tags[EVENT_LOOP_PLACE_LISTENERS];
+	__u32 place_lids[EVENT_LOOP_PLACE_LISTENERS];
+	__s32 place_fds[EVENT_LOOP_PLACE_RINGS];
 };
+
+_Static_assert(sizeof(struct event_loop_shared) <= EVENT_LOOP_LOADS, "the loads follow the shared state");
 
 #endif

@@ -72,7 +72,8 @@ public class EndpointTests
                 Assert.Equal("unix " + TransportSelector.Name, await client.GetStringAsync("http://localhost/", TestContext.Current.CancellationToken));
             }
 
-            // Several connections: the single Unix listener hands them to the rings in turn.
+            // Several connections: the single Unix listener hands them to the rings in turn (by load,
+            // with the io_uring transport's kernel event loop).
             var tasks = new Task<string>[20];
             for (int i = 0; i < tasks.Length; i++)
             {

@@ -394,7 +394,9 @@ public class DispatchTests
 
         public static async Task<DispatchServer> StartAsync(ConnectionDispatch dispatch, int rings)
         {
-            var hooks = new TransportTestHooks();
+            // No placement by the kernel event loop (the 7.2 legs run with it): these tests are of
+            // the reuseport dispatch alone, and placement would move the kernel hash's connections.
+            var hooks = new TransportTestHooks { KernelEventLoopPlacement = false };
             return new(await IoUringServer.StartAsync(
                 o =>
                 {

@@ -43,9 +43,14 @@ internal sealed class IoUringServer : IAsyncDisposable
 
     public IServiceProvider Services => _host.Services;
 
-    /// <summary>The port a started host's first endpoint is bound to.</summary>
+    /// <summary>
+    /// The port a started host's first IP endpoint is bound to. Endpoints a test adds before it (a
+    /// Unix socket: "http://unix:/path", an adopted handle: "http://&lt;file handle&gt;") have none.
+    /// </summary>
     public static int PortOf(IServiceProvider services)
-        => new Uri(services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        => services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses
+            .Select(a => Uri.TryCreate(a, UriKind.Absolute, out Uri? uri) && uri.HostNameType is UriHostNameType.IPv4 or UriHostNameType.IPv6 ? uri.Port : 0)
+            .First(port => port > 0);
 
     /// <summary>The io_uring transport factory of a host's services (registered beside Sockets').</summary>
     public static IoUringTransportFactory FactoryOf(IServiceProvider services)

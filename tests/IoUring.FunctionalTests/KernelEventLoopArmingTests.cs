@@ -29,7 +29,7 @@ namespace IoUring.FunctionalTests;
 [Collection(IsolatedCollection.Name)]
 public class KernelEventLoopArmingTests
 {
-    private const string NeedsTheLoop = "Needs the io_uring BPF event loop (struct io_uring_bpf_ops, Linux 7.1+): it runs in the 7.2 legs of scripts/test-kernels.sh.";
+    private const string NeedsTheLoop = KernelEventLoopTests.NeedsTheLoop;
 
     private static readonly bool s_kernelHasLoop = IoUringTransportFactory.IsIoUringBpfLoopAvailable;
 
@@ -383,15 +383,16 @@ public class KernelEventLoopArmingTests
         try
         {
             await using IoUringServer server = await IoUringServer.StartAsync(
-                o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 2; },
+                o => { o.KernelEventLoop = KernelEventLoop.Required; o.RingCount = 2; o.TestHooks = new TransportTestHooks { KernelEventLoopPlacement = false }; },
                 ConnectionMiddlewareTests.Echo,
                 kestrel: k => k.ListenUnixSocket(path, ConnectionMiddlewareTests.Echo));
             RingThread[] rings = server.Group.Rings;
             long ArmedNow() => rings.Sum(r => r.KernelEventLoopArmedNow);
             long before = ArmedNow();
 
-            // The Unix socket's one listener deals its connections to both rings in turn: a
-            // receive the kernel armed would name a slot of the accepting ring, so it never arms.
+            // Without placement in the kernel (KernelEventLoopPlacementTests has it), the Unix
+            // socket's one listener deals its connections to both rings in turn: a receive the
+            // kernel armed would name a slot of the accepting ring, so it never arms.
             for (int i = 0; i < 6; i++)
             {
                 using RawConnection unix = await RawConnection.ConnectUnixAsync(path);

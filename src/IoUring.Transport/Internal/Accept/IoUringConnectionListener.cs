@@ -32,6 +32,7 @@ internal sealed class IoUringConnectionListener : IConnectionListener
     private RingListener[] _ringListeners = [];
     private ListenerPrograms? _dispatchPrograms; // LeastConnections: closed after the sockets
     private bool _dispatched;                     // a dispatch program chose the ring of each connection
+    private int _placementId;                     // its id for the kernel event loops' placement (RingPlacement); 0: none
     private readonly object _unbindLock = new();
     private int _disposed;
     private int _failedRingListeners;
@@ -150,6 +151,18 @@ internal sealed class IoUringConnectionListener : IConnectionListener
 
             default:
                 throw new NotSupportedException($"The io_uring transport cannot bind {endPoint.GetType().Name} endpoints.");
+        }
+
+        // The kernel event loops place this endpoint's connections by load, unless a dispatch
+        // program chose each TCP connection's ring already (IncomingCpu, LeastConnections): moving
+        // it would undo that choice.
+        if (_group.Placement is { Active: true } placement && !_dispatched)
+        {
+            _placementId = placement.Register(this);
+            foreach (RingListener ringListener in _ringListeners)
+            {
+                ringListener.PlacementId = _placementId;
+            }
         }
 
         foreach (RingListener ringListener in _ringListeners)
@@ -302,6 +315,13 @@ internal sealed class IoUringConnectionListener : IConnectionListener
             {
                 IoUringTransportLog.ListenerStopFailed(_logger, ex);
             }
+        }
+
+        if (_placementId != 0)
+        {
+            // After every accept has ended: a hand-over still in flight finds no listener, and its
+            // target closes the descriptor.
+            _group.Placement!.Unregister(_placementId);
         }
 
         _dispatchPrograms?.Dispose();

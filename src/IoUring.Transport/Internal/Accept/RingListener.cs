@@ -11,7 +11,9 @@ namespace IoUring.Transport.Internal;
 /// <summary>
 /// One listening socket served by one ring with a multishot accept. TCP endpoints get one per ring
 /// (a SO_REUSEPORT group, so the kernel spreads connections); Unix and adopted-handle endpoints get
-/// a single one, which hands its connections to the rings in turn.
+/// a single one, which hands its connections to the rings in turn. Where the group places
+/// connections in the kernel (<see cref="RingPlacement"/>), each accept is placeable instead: the
+/// kernel event loop keeps the connection here or hands it to a less loaded ring itself.
 /// </summary>
 internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 {
@@ -34,7 +36,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     private bool _backoffArmed;
     private bool _stopping;
     private TimeSpan _backoff = s_minBackoff;
-    private OpKind _acceptKind = OpKind.Accept; // AcceptArmable where the kernel event loop arms its connections' first receive
+    private OpKind _acceptKind = OpKind.Accept; // AcceptArmable where the kernel event loop arms its connections' first receive, AcceptPlaceable where it also places them
     private KernelTimespec* _backoffTimespec; // native: the kernel reads it when the timeout SQE is submitted
 
     public RingListener(RingThread ring, int fd, bool ownsFd, IoUringConnectionListener listener, RingGroup group, bool distribute, ILogger logger)
@@ -50,6 +52,9 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
     public Task Stopped => _stopped.Task;
 
+    /// <summary>The endpoint's group-wide id for placement (<see cref="RingPlacement.Register"/>); 0: not placeable. Set before <see cref="Start"/>.</summary>
+    public int PlacementId { get; set; }
+
     public void Start() => _ring.Post(this, (int)ListenerWork.Start);
 
     public void Stop() => _ring.Post(this, (int)ListenerWork.Stop);
@@ -62,7 +67,14 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
             case ListenerWork.Start:
                 _slot = ring.AllocateSlot(this);
                 _started = true;
-                if (!_distribute && ring.ArmsReceives)
+                if (PlacementId != 0 && ring.Places && ring.PublishPlaceableListener(_slot.Tag(OpKind.AcceptPlaceable), PlacementId))
+                {
+                    // The kernel event loop keeps each connection here (and arms its receive with a
+                    // slot of this ring) or hands it to a less loaded ring, whose loop arms it there.
+                    _acceptKind = OpKind.AcceptPlaceable;
+                    ring.ArmableListenerStarted();
+                }
+                else if (!_distribute && ring.ArmsReceives)
                 {
                     // Its connections stay on this ring, so the kernel may arm their first receive
                     // with a slot of this ring (a handed-over connection's slot is on another one).
@@ -94,7 +106,12 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
             return;
         }
 
-        if (kind is not (OpKind.Accept or OpKind.AcceptArmable))
+        if (kind == OpKind.AcceptHanded)
+        {
+            return; // the kernel event loop handed the descriptor to another ring: its connection is that ring's
+        }
+
+        if (kind is not (OpKind.Accept or OpKind.AcceptArmable or OpKind.AcceptPlaceable))
         {
             return;
         }
@@ -103,7 +120,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
         // First, for every armable CQE the program may have acted on, in CQ order (the matching
         // depends on it): whether its connection's receive is armed already.
         RingSlot armed = RingSlot.None;
-        if (kind == OpKind.AcceptArmable && cqe.HasMore && result >= 0)
+        if ((kind is OpKind.AcceptArmable or OpKind.AcceptPlaceable) && cqe.HasMore && result >= 0)
         {
             _ = ring.TakeArmedReceive(result, out armed);
         }
@@ -181,7 +198,8 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
             return;
         }
 
-        RingThread target = _distribute ? _group.NextRing() : _ring;
+        // A placeable accept's connection is here because the kernel event loop kept it here.
+        RingThread target = _distribute && _acceptKind != OpKind.AcceptPlaceable ? _group.NextRing() : _ring;
         if (target == _ring)
         {
             _listener.OnAccepted(_ring, fd, armed);
@@ -224,6 +242,12 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
     private void StopOnRing()
     {
         _stopping = true;
+        if (_acceptKind == OpKind.AcceptPlaceable)
+        {
+            // Accepts from now on stay here (and are closed, as the listener stops), instead of
+            // reaching rings whose connections for this listener would only be closed there.
+            _ring.WithdrawPlaceableListener(_slot.Tag(OpKind.AcceptPlaceable));
+        }
         if (_acceptArmed)
         {
             CancelAccept();
@@ -253,7 +277,7 @@ internal sealed unsafe class RingListener : IRingCompletionHandler, IRingWork
 
         _ring.FreeSlot(_slot);
         _slot = RingSlot.None;
-        if (_acceptKind == OpKind.AcceptArmable)
+        if (_acceptKind is OpKind.AcceptArmable or OpKind.AcceptPlaceable)
         {
             _ring.ArmableListenerStopped(); // with none left the ring withdraws its reserved slots
         }

@@ -86,4 +86,7 @@ internal static partial class IoUringTransportLog
 
     [LoggerMessage(26, LogLevel.Debug, "Ring operations are not restricted on {RingCount} of {TotalRings} rings (RestrictRingOperations; io_uring BPF filters, Linux 7.0): {Reason}", EventName = "RingOperationsUnrestricted")]
     public static partial void RingOperationsUnrestricted(ILogger logger, int ringCount, int totalRings, string reason);
+
+    [LoggerMessage(27, LogLevel.Debug, "Ring {RingIndex} could not hand a connection to a less loaded ring (IORING_OP_MSG_RING failed with errno {Errno}); it serves the connection itself.", EventName = "ConnectionHandoverFailed")]
+    public static partial void ConnectionHandoverFailed(ILogger logger, int ringIndex, int errno);
 }

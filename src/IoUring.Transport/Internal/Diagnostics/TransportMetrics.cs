@@ -28,6 +28,7 @@ internal sealed class TransportMetrics : System.IDisposable
         _meter.CreateObservableGauge("iouring.buffers.in_use", () => PerRing(rings, r => r.BuffersInUse), "{buffer}", "Provided receive buffers filled by the kernel and not yet given back, per ring.");
         _meter.CreateObservableCounter("iouring.buffers.exhausted", () => PerRing(rings, r => r.BufferShortages), "{event}", "Receives that found the ring's buffers all in use (ENOBUFS), per ring.");
         _meter.CreateObservableCounter("iouring.kernel_loop.deferred", () => PerRing(rings, r => r.KernelEventLoopDeferred), "{cqe}", "Completions the kernel event loop held in the kernel for a later return, per ring (0 without it).");
+        _meter.CreateObservableCounter("iouring.kernel_loop.placed", () => PerRing(rings, r => r.KernelEventLoopPlaced), "{connection}", "Accepted connections the kernel event loop handed to a less loaded ring, per ring (a hand-over that failed, logged as ConnectionHandoverFailed, counts too; 0 without it).");
         _meter.CreateObservableCounter("iouring.kernel_loop.armed", () => PerRing(rings, r => r.KernelEventLoopArmed), "{receive}", "New connections' first receives the kernel event loop armed at their accept, per ring (0 without it).");
     }
 

@@ -50,6 +50,26 @@ internal sealed class TransportTestHooks
     public int? KernelEventLoopArmReserve { get; set; }
 
     /// <summary>
+    /// False: the kernel event loops place no connections (RingPlacement), and listeners with one
+    /// listening socket deal their connections to the rings in turn, as without the loop. Read when
+    /// the rings start.
+    /// </summary>
+    public bool? KernelEventLoopPlacement { get; set; }
+
+    /// <summary>
+    /// The placement margin (RingPlacement.DefaultMargin otherwise): a ring hands a connection over
+    /// only when its load exceeds the least loaded ring's by more than this. Read when the rings start;
+    /// RingThread.SetPlaceMargin changes it on a running ring.
+    /// </summary>
+    public uint? KernelEventLoopPlaceMargin { get; set; }
+
+    /// <summary>
+    /// Each ring's kernel event loop is given -1 for every ring's descriptor, so every hand-over's
+    /// MSG_RING fails (EBADF) and the accepting ring serves the connection itself. Read when the rings start.
+    /// </summary>
+    public bool KernelEventLoopPlaceBrokenTargets { get; set; }
+
+    /// <summary>
     /// The next this many accepted connections fail their setup (as if reading their addresses
     /// threw): the listener closes the descriptor, and gives up a receive the kernel armed for it.
     /// </summary>

@@ -17,14 +17,18 @@ internal sealed class RingGroup : IDisposable
 
     private readonly TransportMetrics _metrics;
 
-    private RingGroup(RingThread[] rings, ILogger logger)
+    private RingGroup(RingThread[] rings, RingPlacement? placement, ILogger logger)
     {
         Rings = rings;
+        Placement = placement;
         _logger = logger;
         _metrics = new TransportMetrics(rings);
     }
 
     public RingThread[] Rings { get; }
+
+    /// <summary>The kernel event loops' placement of connections by load; null where it cannot run (set up before any listener starts).</summary>
+    public RingPlacement? Placement { get; }
 
     public PinnedBlockMemoryPool MemoryPool { get; } = new();
 
@@ -51,7 +55,7 @@ internal sealed class RingGroup : IDisposable
             throw;
         }
 
-        return new RingGroup(rings, logger);
+        return new RingGroup(rings, RingPlacement.TryStart(rings, options), logger);
     }
 
     /// <summary>The next ring in turn, for listeners that spread connections themselves.</summary>
@@ -79,13 +83,17 @@ internal sealed class RingGroup : IDisposable
         }
 
         long deadline = Environment.TickCount64 + (long)s_stopTimeout.TotalMilliseconds;
+        bool ended = true;
         foreach (RingThread ring in Rings)
         {
             if (!ring.WaitForExit(TimeSpan.FromMilliseconds(Math.Max(0, deadline - Environment.TickCount64))))
             {
                 IoUringTransportLog.RingStopTimedOut(_logger, ring.Index);
+                ended = false;
             }
         }
+
+        Placement?.FreePages(ended); // the rings stored their loads into each other's pages until they ended
 
         _metrics.Dispose();
         MemoryPool.Dispose();

@@ -52,6 +52,18 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     /// <summary>EVENT_LOOP_ARM_SLOTS: the tags user space can publish at once for receives the program arms.</summary>
     public const int ArmSlots = 16;
 
+    /// <summary>EVENT_LOOP_PLACE_RINGS: the most rings placement chooses among.</summary>
+    public const int PlaceRings = 64;
+
+    /// <summary>EVENT_LOOP_PLACE_LISTENERS: placeable listeners a ring can name (by their accept's slot modulo this).</summary>
+    public const int PlaceListeners = 16;
+
+    /// <summary>EVENT_LOOP_LOADS: where the rings' loads are in the shared page.</summary>
+    private const int LoadsOffset = 2048;
+
+    /// <summary>EVENT_LOOP_LOAD_GONE: the load of a ring that stopped or failed.</summary>
+    public const uint LoadGone = uint.MaxValue;
+
     /// <summary>EVENT_LOOP_HOLD_LIMIT: the most <see cref="HoldMax"/> the program accepts.</summary>
     public const int HoldLimit = 64;
 
@@ -71,6 +83,7 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     private void* _page;                // the shared memory (struct event_loop_shared first)
     private IoUringBpfLoopAttachment? _attachment;
     private bool _canHold;              // the ring's CQ fills the region the program reads the CQEs through (set at attach)
+    private bool _pageKept;             // RingPlacement frees the page (other rings write loads into it): Dispose leaves it
 
     /// <summary>struct event_loop_shared (bpf/iou_loop.h); who writes each field is said there.</summary>
     [StructLayout(LayoutKind.Sequential)]
@@ -101,6 +114,14 @@ internal sealed unsafe class RingKernelLoop : IDisposable
         public ulong Armed;
         public fixed ulong ArmTags[ArmSlots];
         public fixed int ArmFd[ArmSlots];
+        public uint PlaceRingCount; // place_rings
+        public uint PlaceSelf;
+        public uint PlaceMargin;
+        public uint PlaceReserved;
+        public ulong Placed;
+        public fixed ulong PlaceTags[PlaceListeners];
+        public fixed uint PlaceLids[PlaceListeners];
+        public fixed int PlaceFds[PlaceRings];
     }
 
     private RingKernelLoop(Ring ring)
@@ -156,6 +177,88 @@ internal sealed unsafe class RingKernelLoop : IDisposable
 
     /// <summary>The descriptor the program armed the receive at <paramref name="position"/> for (positions before <see cref="ArmHead"/>).</summary>
     public int ArmedFd(uint position) => State->ArmFd[position % ArmSlots];
+
+    /// <summary>Connections the program handed to other rings (read between enters).</summary>
+    public ulong Placed => State->Placed;
+
+    /// <summary><see cref="Placed"/> read from another thread while the program may be running (tests).</summary>
+    public ulong PlacedNow => Volatile.Read(ref State->Placed);
+
+    /// <summary>
+    /// The rings' loads in this ring's page (EVENT_LOOP_LOADS; <see cref="PlaceRings"/> entries), which
+    /// every ring thread of the group stores into (<see cref="RingPlacement"/>). Valid until
+    /// <see cref="RingPlacement"/> frees the page (<see cref="KeepPage"/>).
+    /// </summary>
+    public uint* Loads => (uint*)((byte*)_page + LoadsOffset);
+
+    /// <summary>Whether the program can place connections: it reads the CQEs and writes SQEs as for arming.</summary>
+    public bool CanPlace => CanArmReceives;
+
+    /// <summary>
+    /// Other ring threads will store loads into the page: <see cref="Dispose"/> leaves it, and the
+    /// group frees it with <see cref="FreeKeptPage"/> once no ring runs (any thread, before the rings
+    /// start placing).
+    /// </summary>
+    public void KeepPage() => _pageKept = true;
+
+    /// <summary>Frees a page <see cref="KeepPage"/> kept (the group, once every ring ended).</summary>
+    public static void FreeKeptPage(uint* loads) => NativeMemory.AlignedFree((byte*)loads - LoadsOffset);
+
+    /// <summary>
+    /// This ring's place in the group (ring thread, between enters, before any placeable listener
+    /// starts): its index, the rings' descriptors (each the MSG_RING's target) and the margin.
+    /// </summary>
+    public void PublishPlacement(int self, ReadOnlySpan<int> ringFds, uint margin)
+    {
+        Debug.Assert(ringFds.Length is > 1 and <= PlaceRings, "the program places among 2 to PlaceRings rings");
+        Shared* shared = State;
+        for (int i = 0; i < ringFds.Length; i++)
+        {
+            shared->PlaceFds[i] = ringFds[i];
+        }
+
+        shared->PlaceSelf = (uint)self;
+        shared->PlaceMargin = margin;
+        shared->PlaceRingCount = (uint)ringFds.Length; // last: the program places only once it is set (same thread, program order)
+    }
+
+    /// <summary>The placement margin (ring thread, between enters; tests change it).</summary>
+    public uint PlaceMargin
+    {
+        get => State->PlaceMargin;
+        set => State->PlaceMargin = value;
+    }
+
+    /// <summary>
+    /// Names a placeable listener for the program (ring thread, between enters): its accept's
+    /// <c>user_data</c> and its group-wide id. False when its entry is taken by another listener of
+    /// this ring (the listener then keeps its connections).
+    /// </summary>
+    public bool PublishPlaceableListener(ulong acceptTag, int listenerId)
+    {
+        int entry = (int)((uint)acceptTag % PlaceListeners);
+        Shared* shared = State;
+        if (shared->PlaceTags[entry] != 0)
+        {
+            return false;
+        }
+
+        shared->PlaceLids[entry] = (uint)listenerId;
+        shared->PlaceTags[entry] = acceptTag; // after the id: the program reads the id of a tag that matches
+        return true;
+    }
+
+    /// <summary>Withdraws a listener <see cref="PublishPlaceableListener"/> named (ring thread, between enters).</summary>
+    public void WithdrawPlaceableListener(ulong acceptTag)
+    {
+        int entry = (int)((uint)acceptTag % PlaceListeners);
+        Shared* shared = State;
+        if (shared->PlaceTags[entry] == acceptTag)
+        {
+            shared->PlaceTags[entry] = 0;
+            shared->PlaceLids[entry] = 0;
+        }
+    }
 
     /// <summary>Whether the program holds completions that can wait (<see cref="HoldMax"/> above 1).</summary>
     public bool Holds => State->HoldMax > 1;
@@ -306,10 +409,11 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     {
         _attachment?.Dispose();
         _attachment = null;
-        if (_page is not null)
+        if (_page is not null && !_pageKept)
         {
             NativeMemory.AlignedFree(_page);
-            _page = null;
         }
+
+        _page = null;
     }
 }

@@ -14,7 +14,8 @@ internal sealed partial class RingThread
     /// the eventfd; the accept backoff's timeout. A new Prep… call in the transport adds its opcode
     /// here, or its SQEs complete with -EACCES where the kernel has the filters (Linux 7.0+).
     /// Shutdown and close of sockets are syscalls, not SQEs. Connect is added only for rings that
-    /// a connection factory may use (<see cref="ConnectAllowed"/>).
+    /// a connection factory may use (<see cref="ConnectAllowed"/>), and MSG_RING only for rings
+    /// that may run the kernel event loop, which places connections with it.
     /// </summary>
     internal static ReadOnlySpan<byte> AllowedOperations =>
     [
@@ -56,8 +57,20 @@ internal sealed partial class RingThread
         try
         {
             bool connect = _options.AllowConnect;
-            ReadOnlySpan<byte> allowed = connect ? (byte[])[.. AllowedOperations, IoUringConstants.Op.Connect] : AllowedOperations;
-            OpcodeAllowlist.Register(_ring!, allowed);
+            var allowed = new System.Collections.Generic.List<byte>(AllowedOperations.ToArray());
+            if (connect)
+            {
+                allowed.Add(IoUringConstants.Op.Connect);
+            }
+
+            if (_options.KernelEventLoop != KernelEventLoop.Off)
+            {
+                // The kernel event loop hands connections to other rings of the group with MSG_RING
+                // (RingPlacement): it posts a CQE on another ring, nothing more.
+                allowed.Add(IoUringConstants.Op.MsgRing);
+            }
+
+            OpcodeAllowlist.Register(_ring!, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(allowed));
             OperationsRestricted = true;
             ConnectAllowed = connect;
         }

@@ -46,6 +46,10 @@ internal sealed unsafe partial class RingThread
     private RingKernelLoop? _kernelLoop; // the ring's event loop in the kernel, if attached (ring thread only)
     private KernelArmedReceives? _armedReceives; // the slots reserved for receives the kernel loop arms (ring thread only)
     private long _kernelArmed;           // receives the kernel loop armed, copied after each enter
+    private long _kernelPlaced;          // connections the kernel loop handed to other rings, copied after each enter
+    private RingPlacement? _placement;   // the group's placement, once set up on this ring (ring thread only)
+    private bool _placementGone;         // this ring published LoadGone (stopping or failed): it publishes no load again
+    private bool _enteredToEnd;          // stopping with nothing left, it entered once more for hand-overs in flight
     private long _kernelSubmitted;       // the kernel loop's counters, copied after each enter (ring thread writes,
     private long _kernelSteps;           // any thread reads: the program's page is freed with the ring)
     private long _kernelSleeps;
@@ -90,6 +94,10 @@ internal sealed unsafe partial class RingThread
         {
             _activeConnections = value;
             Load?.PublishActive(value); // LeastConnections dispatch reads it in the kernel
+            if (_placement is not null && !_placementGone)
+            {
+                _placement.PublishLoad(Index, value); // the kernel event loops of the group place by it
+            }
         }
     }
 
@@ -134,6 +142,60 @@ internal sealed unsafe partial class RingThread
     /// thread sleeps in the kernel. For tests, and only while the ring runs.
     /// </summary>
     internal long KernelEventLoopArmedNow => _kernelLoop is { } loop && IsRunning ? (long)loop.ArmedNow : 0;
+
+    /// <summary>Connections the kernel event loop handed to less loaded rings (0 without placement), copied after each enter.</summary>
+    public long KernelEventLoopPlaced => Volatile.Read(ref _kernelPlaced);
+
+    /// <summary><see cref="KernelEventLoopPlaced"/> as the program counts it right now. For tests, and only while the ring runs.</summary>
+    internal long KernelEventLoopPlacedNow => _kernelLoop is { } loop && IsRunning ? (long)loop.PlacedNow : 0;
+
+    /// <summary>Whether this ring's kernel event loop can place connections (set before the loop starts).</summary>
+    public bool CanPlace => _kernelLoop is { CanPlace: true } && _armedReceives is not null;
+
+    /// <summary>Whether placement is set up on this ring (ring thread).</summary>
+    public bool Places => _placement is { Active: true };
+
+    /// <summary>
+    /// Sets placement up on this ring (ring thread, posted by <see cref="RingPlacement.TryStart"/>
+    /// before any listener starts): the page stays for the group to free, the program learns its
+    /// index, the rings' descriptors and the margin, and the ring keeps tags published for the
+    /// receives of connections handed to it even without a listener of its own. Returns the page's
+    /// loads, which every ring thread stores into.
+    /// </summary>
+    internal uint* EnablePlacement(RingPlacement placement, ReadOnlySpan<int> ringFds, uint margin)
+    {
+        Debug.Assert(IsOnRingThread, "the kernel loop's memory is the ring thread's between its enters");
+        RingKernelLoop loop = _kernelLoop!;
+        loop.KeepPage();
+        loop.PublishPlacement(Index, ringFds, margin);
+        _armedReceives!.ListenerStarted(); // withdrawn when the ring stops (Refresh)
+        _placement = placement;
+        return loop.Loads;
+    }
+
+    /// <summary>Changes the placement margin (ring thread; tests).</summary>
+    internal void SetPlaceMargin(uint margin)
+    {
+        Debug.Assert(IsOnRingThread, "the kernel loop's memory is the ring thread's between its enters");
+        _kernelLoop!.PlaceMargin = margin;
+    }
+
+    /// <summary>
+    /// Names a placeable listener's accept to this ring's program (ring thread): false when the
+    /// program's table has no room for it (the listener then keeps its connections).
+    /// </summary>
+    public bool PublishPlaceableListener(ulong acceptTag, int listenerId)
+    {
+        Debug.Assert(IsOnRingThread, "the kernel loop's memory is the ring thread's between its enters");
+        return _kernelLoop!.PublishPlaceableListener(acceptTag, listenerId);
+    }
+
+    /// <summary>The placeable listener stops (ring thread): its accepts are handed over no more.</summary>
+    public void WithdrawPlaceableListener(ulong acceptTag)
+    {
+        Debug.Assert(IsOnRingThread, "the kernel loop's memory is the ring thread's between its enters");
+        _kernelLoop!.WithdrawPlaceableListener(acceptTag);
+    }
 
     /// <summary>Whether this ring's event loop runs in the kernel (set before the loop starts).</summary>
     public bool RunsKernelEventLoop { get; private set; }
@@ -359,6 +421,7 @@ internal sealed unsafe partial class RingThread
             }
 
             Load?.MarkDead(); // before the listeners close: LeastConnections stops choosing this ring
+            MarkPlacementGone(); // and the kernel event loops stop handing it connections
             FailEveryHandler(ex);
         }
         finally
@@ -424,13 +487,28 @@ internal sealed unsafe partial class RingThread
     /// </summary>
     private bool Turn(Cqe[] completions)
     {
+        if (_stopping)
+        {
+            MarkPlacementGone(); // no more connections handed here
+        }
+
         bool worked = RunPostedWork() | _buffers!.DrainReturned();
         int reaped = ReapAndRoute(completions, out bool woken);
         _buffers.RearmWaiting();
         _armedReceives?.Refresh(_stopping); // after the reap: the accepts reaped freed their positions
         if (MayEnd)
         {
-            return false;
+            if (_placement is null || _enteredToEnd)
+            {
+                return false;
+            }
+
+            // A connection another ring handed over before the group began to stop is task work
+            // queued on this ring (io_msg_data_remote, io_uring/msg_ring.c) that only an enter
+            // runs: enter once more, and take what it posts, before ending (RingPlacement).
+            _enteredToEnd = true;
+            SubmitQueued();
+            return true;
         }
 
         if (reaped > 0 || ((worked || woken) && !HoldsSendCompletions))
@@ -499,11 +577,18 @@ internal sealed unsafe partial class RingThread
         woken = false;
         for (int i = 0; i < count; i++)
         {
-            if (UserData.Kind(completions[i].UserData) == OpKind.Wake)
+            OpKind kind = UserData.Kind(completions[i].UserData);
+            if (kind == OpKind.Wake)
             {
                 ArmWakeRead();
                 woken = true;
                 routed--;
+                continue;
+            }
+
+            if (kind is OpKind.Adopt or OpKind.Handover)
+            {
+                OnPlacement(kind, in completions[i]); // not a slot's: it names a listener and a descriptor
                 continue;
             }
 
@@ -532,6 +617,54 @@ internal sealed unsafe partial class RingThread
             // A bug or an unexpected errno in one owner's handling costs that owner only, not the
             // ring and everything on it.
             handler.OnFault(ex);
+        }
+    }
+
+    /// <summary>
+    /// A connection handed to this ring by another ring's kernel event loop (<see cref="OpKind.Adopt"/>),
+    /// or one this ring's loop failed to hand over (<see cref="OpKind.Handover"/>, res the error):
+    /// either way this ring now owns the descriptor, and starts the connection on its listener, or
+    /// closes it if the listener has unbound (ring thread; every such CQE, in CQ order).
+    /// </summary>
+    private void OnPlacement(OpKind kind, in Cqe cqe)
+    {
+        int fd = UserData.Descriptor(cqe.UserData);
+        RingSlot armed = RingSlot.None;
+        if (kind == OpKind.Adopt)
+        {
+            // Matched in CQ order with accepts, as the program arms them (KernelArmedReceives.TryTake).
+            if (_armedReceives is not null && cqe.Res >= 0)
+            {
+                _ = _armedReceives.TryTake(cqe.Res, out armed);
+            }
+        }
+        else
+        {
+            IoUringTransportLog.ConnectionHandoverFailed(_logger, Index, -cqe.Res);
+        }
+
+        IoUringConnectionListener? listener = _placement?.Find(UserData.ListenerId(cqe.UserData));
+        if (listener is null)
+        {
+            Libc.Close(fd);
+            if (armed.IsAssigned)
+            {
+                AbandonArmedReceive(armed); // closing the descriptor does not end its receive
+            }
+
+            return;
+        }
+
+        listener.OnAccepted(this, fd, armed);
+    }
+
+    /// <summary>This ring stops or failed: the group's kernel event loops hand it nothing more (ring thread).</summary>
+    private void MarkPlacementGone()
+    {
+        if (_placement is not null && !_placementGone)
+        {
+            _placementGone = true;
+            _placement.MarkGone(Index);
         }
     }
 
@@ -586,6 +719,7 @@ internal sealed unsafe partial class RingThread
             Volatile.Write(ref _kernelSleeps, (long)loop.Sleeps);
             Volatile.Write(ref _kernelDeferred, (long)loop.Deferred);
             Volatile.Write(ref _kernelArmed, (long)loop.Armed);
+            Volatile.Write(ref _kernelPlaced, (long)loop.Placed);
             loop.ThrowIfSubmitFailed();
         }
     }

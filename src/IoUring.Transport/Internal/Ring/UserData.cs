@@ -31,6 +31,33 @@ internal enum OpKind : byte
     /// with a slot the ring reserved (<see cref="KernelArmedReceives"/>). Handled as <see cref="Accept"/> otherwise.
     /// </summary>
     AcceptArmable = 9,
+
+    /// <summary>
+    /// A multishot accept whose connections the kernel event loop may hand to a less loaded ring of
+    /// the group (<see cref="RingPlacement"/>); one it keeps has its receive armed as for
+    /// <see cref="AcceptArmable"/>.
+    /// </summary>
+    AcceptPlaceable = 10,
+
+    /// <summary>
+    /// What the kernel event loop rewrites an <see cref="AcceptPlaceable"/> CQE's kind to once it
+    /// handed the descriptor to another ring: the connection is that ring's; the listener only counts it.
+    /// </summary>
+    AcceptHanded = 11,
+
+    /// <summary>
+    /// The kernel event loop's IORING_OP_MSG_RING, whose CQE comes only when the hand-over failed
+    /// (IOSQE_CQE_SKIP_SUCCESS). Not a slot's: <see cref="UserData.ListenerId"/> and
+    /// <see cref="UserData.Descriptor"/> say whose connection it was; the ring takes it itself.
+    /// </summary>
+    Handover = 12,
+
+    /// <summary>
+    /// A connection another ring's kernel event loop handed to this ring (the MSG_RING's CQE, res
+    /// the descriptor). Not a slot's, as <see cref="Handover"/>; this ring's program arms its
+    /// receive as for an <see cref="AcceptArmable"/> accept.
+    /// </summary>
+    Adopt = 13,
 }
 
 /// <summary>
@@ -52,4 +79,14 @@ internal static class UserData
     public static int Slot(ulong userData) => (int)(uint)userData;
 
     public static uint Generation(ulong userData) => (uint)(userData >> 32) & GenerationMask;
+
+    /// <summary>
+    /// The listener a <see cref="OpKind.Handover"/> or <see cref="OpKind.Adopt"/> completion is
+    /// for: kind (8 bits) | listener id (24 bits) | descriptor (32 bits), as the kernel event loop
+    /// writes it (bpf/event_loop.bpf.c, place_connection).
+    /// </summary>
+    public static int ListenerId(ulong userData) => (int)((uint)(userData >> 32) & GenerationMask);
+
+    /// <summary>The descriptor a <see cref="OpKind.Handover"/> or <see cref="OpKind.Adopt"/> completion carries.</summary>
+    public static int Descriptor(ulong userData) => (int)(uint)userData;
 }
