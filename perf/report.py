@@ -16,7 +16,7 @@ import re
 import statistics
 import sys
 
-TRANSPORT_NAMES = {"iouring": "io_uring", "sockets": "Sockets"}
+TRANSPORT_NAMES = {"iouring": "io_uring", "sockets": "Sockets", "baseline": "io_uring, baseline"}
 # The ratio row divides the first of these by the second.
 RATIO = ("iouring", "sockets")
 # With DISPATCH, io_uring runs are named iouring-<mode>; each mode gets a ratio row against this one.
@@ -30,8 +30,11 @@ def transport_name(transport):
 
 
 def ratio_pairs(transports):
-    """(a, b) pairs with a ratio row: io_uring ÷ Sockets, and each dispatch mode ÷ Kernel dispatch."""
+    """(a, b) pairs with a ratio row: io_uring ÷ Sockets, each dispatch mode ÷ Kernel dispatch, and
+    with BASELINE (run.sh) io_uring ÷ the baseline build's io_uring and the baseline ÷ Sockets."""
     pairs = [RATIO]
+    if "baseline" in transports:
+        pairs += [("iouring", "baseline"), ("baseline", "sockets")]
     if DISPATCH_BASELINE in transports:
         pairs += [(t, DISPATCH_BASELINE) for t in transports if t.startswith("iouring-") and t != DISPATCH_BASELINE]
     return pairs

@@ -60,6 +60,12 @@
 #   DISPATCH []       io_uring connection dispatch modes to compare, e.g. "Kernel LeastConnections
 #                     IncomingCpu": "iouring" in TRANSPORTS then runs once per mode, reported as
 #                     iouring-<mode> (IoUring:Dispatch). Empty: the transport's default, one run
+#   BASELINE []       a commit (anything git rev-parse takes) to compare this checkout's io_uring with:
+#                     its perf/BenchmarkApp is built from a git worktree in perf/.baseline/ and runs as
+#                     transport "baseline" (io_uring at that commit), added to TRANSPORTS and
+#                     alternating with the others in every round, so a before/after comparison shares
+#                     each round's conditions; results.md adds io_uring ÷ baseline rows. For example
+#                     BASELINE=HEAD~1 TRANSPORTS=iouring bash perf/run.sh
 #   RINGS []          IoUring:RingCount for io_uring runs (dispatch needs more than one ring; under
 #                     taskset the default is one ring per CPU the server may use). Empty: default
 #   INLINE [false]    UnsafePreferInlineScheduling, for both transports
@@ -74,6 +80,12 @@
 #                     the server's core; the pair is then measured again
 #   RETRIES [6]       how many disturbed pairs may be measured again in the whole run
 #   NICE [0]          nice value for server and load generator (e.g. -10 on a shared machine)
+#   PROFILE [0]       seconds of `perf record -F 999 -g` of the server from the start of each measured
+#                     run (at most DURATION; 0: none). The server then runs with DOTNET_PerfMapEnabled=3
+#                     and DOTNET_EnableWriteXorExecute=0, so JIT-compiled frames have names; perf itself
+#                     runs on CLIENT_CPU. profile.py groups each run's samples and writes profile.md
+#                     next to results.md; perf script's text stays in the raw folder (.perf.txt.gz).
+#                     Sampling costs the server CPU: compare profiled runs with profiled runs only
 set -euo pipefail
 
 PERF=$(cd "$(dirname "$0")" && pwd)
@@ -86,6 +98,7 @@ MAX_WARMUP=${MAX_WARMUP:-90}
 ROUNDS=${ROUNDS:-3}
 SCENARIOS=${SCENARIOS:-"plaintext-16 plaintext-128 plaintext-512 pipeline16-128 h2-16x10"}
 TRANSPORTS=${TRANSPORTS:-"iouring sockets"}
+BASELINE=${BASELINE:-}
 DISPATCH=${DISPATCH:-}
 RINGS=${RINGS:-}
 INLINE=${INLINE:-false}
@@ -100,6 +113,7 @@ LOADGEN=${LOADGEN:-auto}
 MAX_OTHER=${MAX_OTHER:-10}
 RETRIES=${RETRIES:-6}
 NICE=${NICE:-0}
+PROFILE=${PROFILE:-0}
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -112,6 +126,7 @@ command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v ss >/dev/null || need_apt+=(iproute2)
+[ "$PROFILE" = 0 ] || command -v perf >/dev/null || need_apt+=(linux-perf)
 # The chart wants matplotlib in some python3; Debian's package lands in /usr/bin/python3.
 chart_python=""
 for py in python3 /usr/bin/python3; do
@@ -132,6 +147,10 @@ fi
 for tool in wrk h2load taskset curl python3 ss; do
   command -v "$tool" >/dev/null || die "$tool is required"
 done
+if [ "$PROFILE" != 0 ]; then
+  command -v perf >/dev/null || die "PROFILE needs perf (Debian: linux-perf)"
+  [ "$PROFILE" -le "$DURATION" ] || die "PROFILE ($PROFILE s) must not exceed DURATION ($DURATION s)"
+fi
 if [ -z "$chart_python" ]; then
   for py in python3 /usr/bin/python3; do
     if command -v "$py" >/dev/null && "$py" -c 'import matplotlib' 2>/dev/null; then chart_python=$py; break; fi
@@ -186,6 +205,20 @@ dotnet build "$PERF/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-pat
   || { dotnet build "$PERF/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-path "$PERF/.artifacts" -nologo -v q | tail -30; die "build failed"; }
 APP="$PERF/.artifacts/bin/BenchmarkApp/release/BenchmarkApp"
 [ -x "$APP" ] || die "$APP was not built"
+BASE_APP=""
+if [ -n "$BASELINE" ]; then
+  base_commit=$(git -C "$ROOT" rev-parse --verify "$BASELINE^{commit}") || die "BASELINE $BASELINE is no commit"
+  base_tree="$PERF/.baseline/${base_commit:0:12}"
+  if [ ! -d "$base_tree" ]; then
+    git -C "$ROOT" worktree add --detach -f "$base_tree" "$base_commit" >/dev/null 2>&1 || die "could not check $BASELINE out into $base_tree"
+  fi
+  log "building perf/BenchmarkApp at $BASELINE (${base_commit:0:12}) for the baseline"
+  dotnet build "$base_tree/perf/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-path "$base_tree/perf/.artifacts" -nologo -v q >/dev/null \
+    || { dotnet build "$base_tree/perf/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-path "$base_tree/perf/.artifacts" -nologo -v q | tail -30; die "baseline build failed"; }
+  BASE_APP="$base_tree/perf/.artifacts/bin/BenchmarkApp/release/BenchmarkApp"
+  [ -x "$BASE_APP" ] || die "$BASE_APP was not built"
+  [[ " $TRANSPORTS " == *" baseline "* ]] || TRANSPORTS="$TRANSPORTS baseline"
+fi
 # The WebSocket load generator, only when a scenario needs it.
 LOADCLIENT="$PERF/.artifacts/bin/LoadClient/release/LoadClient"
 if printf '%s\n' "${scenarios[@]}" | grep -q '^ws'; then
@@ -230,6 +263,8 @@ started=$(date +%s)
   echo "server_cpu=$SERVER_CPU"
   echo "client_cpu=$CLIENT_CPU"
   echo "nice=$NICE"
+  echo "baseline=${base_commit:+${base_commit:0:12} ($BASELINE)}"
+  echo "profile_s=$PROFILE"
   echo "max_other_pct=$MAX_OTHER"
   echo "clk_tck=$CLK_TCK"
   echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -280,16 +315,23 @@ cpu_ticks() {
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
-# A transport is "sockets", "iouring", or "iouring-<dispatch mode>" (see DISPATCH). The scenario's
+# A transport is "sockets", "iouring", "iouring-<dispatch mode>" (see DISPATCH), or "baseline"
+# (io_uring from the BASELINE build, dispatch and rings as for "iouring"). The scenario's
 # own server options are in server_args (--tlsport for HTTPS, --grpc true for gRPC): without them the
 # server runs as it did before those scenarios existed.
 start_server() {
-  local transport=${1%%-*} logfile=$2 options=()
+  local transport=${1%%-*} logfile=$2 options=() app=$APP
+  if [ "$transport" = baseline ]; then
+    [ -n "$BASE_APP" ] || die "transport baseline needs BASELINE"
+    transport=iouring app=$BASE_APP
+  fi
   if [ "$transport" = iouring ]; then
-    [ "$1" = iouring ] || options+=(--IoUring:Dispatch "${1#iouring-}")
+    [ "$1" = iouring ] || [ "$1" = baseline ] || options+=(--IoUring:Dispatch "${1#iouring-}")
     [ -z "$RINGS" ] || options+=(--IoUring:RingCount "$RINGS")
   fi
-  nice -n "$NICE" taskset -c "$SERVER_CPU" "$APP" --transport "$transport" --inline "$INLINE" \
+  local profiling=()
+  [ "$PROFILE" = 0 ] || profiling=(DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0)
+  nice -n "$NICE" taskset -c "$SERVER_CPU" env "${profiling[@]}" "$app" --transport "$transport" --inline "$INLINE" \
     --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" "${options[@]}" "${server_args[@]}" > "$logfile" 2>&1 &
   server_pid=$!
   local i
@@ -304,7 +346,7 @@ start_server() {
     sleep 0.1
   done
   grep -q "transport=$transport " "$logfile" || { cat "$logfile" >&2; die "server is not serving on $transport"; }
-  if [ "$1" != "$transport" ]; then
+  if [ "$1" != "$transport" ] && [ "$1" != baseline ]; then
     grep -q "dispatch=${1#iouring-}\b" "$logfile" || { cat "$logfile" >&2; die "server is not dispatching with ${1#iouring-}"; }
   fi
 }
@@ -550,11 +592,16 @@ for round in $(seq 1 "$ROUNDS"); do
         t0=$(date +%s.%N)
         # Halfway through, one /stats request reads how the rings share the connections (io_uring).
         rings_pid=""
-        if [ "${transport%%-*}" = iouring ]; then
+        if [ "${transport%%-*}" = iouring ] || [ "$transport" = baseline ]; then
           (sleep "$(awk -v d="$DURATION" 'BEGIN { print d / 2 }')"
            curl -sf "http://127.0.0.1:$PORT/stats" \
              | awk '$1 ~ /^iouring\.connections\.active\[/ { printf "%s%s", sep, $2; sep = "/" }' > "$raw.rings") &
           rings_pid=$!
+        fi
+        perf_pid=""
+        if [ "$PROFILE" != 0 ]; then
+          taskset -c "$CLIENT_CPU" perf record -q -F 999 -g -o "$raw.perf.data" -p "$server_pid" -- sleep "$PROFILE" > "$raw.perf.log" 2>&1 &
+          perf_pid=$!
         fi
         load "$kind" "$conns" "$depth" "$url" "$DURATION" "$raw"
         t1=$(date +%s.%N)
@@ -571,9 +618,20 @@ for round in $(seq 1 "$ROUNDS"); do
         # The load's connections: all accepted since the reading before it, less that reading's own
         # connection (counted in it), this one's, and the ring count's halfway through.
         accepted1=$(connections_accepted) || die "GET /stats failed"
+        [ -z "$perf_pid" ] || wait "$perf_pid" || log "perf record failed: $(tail -3 "$raw.perf.log")"
+        profiled_pid=$server_pid
         stop_slow_load
         stop_server
         h2_percentiles "$raw"
+        if [ -n "$perf_pid" ]; then
+          # After the server exited (its perf map stays behind) and outside the measured window.
+          perf script -i "$raw.perf.data" -F comm,tid,ip,sym,dso 2>> "$raw.perf.log" > "$raw.perf.txt" \
+            && python3 "$PERF/profile.py" fold "$raw.perf.txt" "$raw.profile.json" \
+            || log "could not read the profile of $raw"
+          # The samples stay, compressed, with the raw output (perf script's text, for a closer look).
+          gzip -f "$raw.perf.txt" 2>/dev/null || true
+          rm -f "$raw.perf.data" "/tmp/perf-$profiled_pid.map" "/tmp/perfinfo-$profiled_pid.map"
+        fi
         own=1; [ -z "$rings_pid" ] || own=2
         printf '%s\n' "connections_opened=$(( accepted1 - accepted0 - own ))" "${facts[@]}" >> "$raw"
         wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
@@ -605,5 +663,6 @@ done
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >> "$RAW/meta.env"
 echo "elapsed_s=$(( $(date +%s) - started ))" >> "$RAW/meta.env"
 "$chart_python" "$PERF/report.py" build "$RAW" "$OUT"
+[ "$PROFILE" = 0 ] || python3 "$PERF/profile.py" report "$RAW" "$OUT" || log "profile.py report failed"
 log "done in $(( $(date +%s) - started ))s: ${OUT#"$ROOT"/}/results.md"
 cat "$OUT/results.md"

@@ -65,8 +65,6 @@ internal sealed unsafe class RingPlacement
     /// </summary>
     public const uint DefaultMargin = 2;
 
-    private const int MaxListenerId = 0xFF_FFFF; // the 24 bits the MSG_RING's user_data has for it
-
     private readonly RingThread[] _rings;
     private readonly uint*[] _loads;             // each ring's loads[] (in its kept page); set during setup
     private readonly ConcurrentDictionary<int, IoUringConnectionListener> _listeners = new();
@@ -176,7 +174,7 @@ internal sealed unsafe class RingPlacement
         }
 
         int id = Interlocked.Increment(ref s_lastListenerId);
-        if (id is <= 0 or > MaxListenerId)
+        if (id is <= 0 or > UserData.ListenerIdMask)
         {
             return 0; // ran out (and stays out: the counter only grows)
         }

@@ -70,6 +70,12 @@ internal static class UserData
     /// <summary>Generations wrap at 24 bits.</summary>
     public const uint GenerationMask = 0xFF_FFFF;
 
+    /// <summary>
+    /// The 24 bits a <see cref="OpKind.Handover"/> or <see cref="OpKind.Adopt"/> user_data has for
+    /// the listener id, where a slot's has its generation (bpf/event_loop.bpf.c masks it so too).
+    /// </summary>
+    public const int ListenerIdMask = 0xFF_FFFF;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static ulong Encode(OpKind kind, int slot, uint generation)
         => ((ulong)kind << 56) | ((ulong)(generation & GenerationMask) << 32) | (uint)slot;
@@ -85,7 +91,7 @@ internal static class UserData
     /// for: kind (8 bits) | listener id (24 bits) | descriptor (32 bits), as the kernel event loop
     /// writes it (bpf/event_loop.bpf.c, place_connection).
     /// </summary>
-    public static int ListenerId(ulong userData) => (int)((uint)(userData >> 32) & GenerationMask);
+    public static int ListenerId(ulong userData) => (int)(userData >> 32) & ListenerIdMask;
 
     /// <summary>The descriptor a <see cref="OpKind.Handover"/> or <see cref="OpKind.Adopt"/> completion carries.</summary>
     public static int Descriptor(ulong userData) => (int)(uint)userData;
