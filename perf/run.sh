@@ -331,8 +331,11 @@ start_server() {
   fi
   local profiling=()
   [ "$PROFILE" = 0 ] || profiling=(DOTNET_PerfMapEnabled=3 DOTNET_EnableWriteXorExecute=0)
-  nice -n "$NICE" taskset -c "$SERVER_CPU" env "${profiling[@]}" "$app" --transport "$transport" --inline "$INLINE" \
-    --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" "${options[@]}" "${server_args[@]}" > "$logfile" 2>&1 &
+  # From the app's own folder: a host watches its content root (by default the working directory),
+  # subfolders included, and the load generators write under perf/results/ while they run; a
+  # BenchmarkApp from before it set its content root itself (a BASELINE) would watch them.
+  (cd "$(dirname "$app")" && exec nice -n "$NICE" taskset -c "$SERVER_CPU" env "${profiling[@]}" "$app" --transport "$transport" --inline "$INLINE" \
+    --port "$PORT" --h2port "$H2PORT" --echoport "$ECHOPORT" "${options[@]}" "${server_args[@]}") > "$logfile" 2>&1 &
   server_pid=$!
   local i
   for i in $(seq 1 100); do

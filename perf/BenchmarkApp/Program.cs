@@ -39,7 +39,12 @@ using Microsoft.Extensions.Logging;
 // (WebSocket echo), /stats.
 // GET /stats on the HTTP/1.1 port prints the transport's metrics (?gc: after a full GC), for perf/soak.sh.
 // Other io_uring options bind as usual, e.g. --IoUring:RingCount 2 or IoUring__RingCount=2.
-var builder = WebApplication.CreateSlimBuilder(args);
+// The content root is the app's own folder, not the working directory: the host watches its
+// content root, subfolders included, for changes to its settings files, and perf/run.sh's load
+// generators write their logs under perf/results/ while they run (h2load a line per request). From
+// the checkout's root that kept the server's file-watcher thread busy: over a quarter of its CPU in
+// the HTTP/2 scenarios, on both transports (perf/README.md, "Every scenario profiled").
+var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = args, ContentRootPath = AppContext.BaseDirectory });
 builder.Logging.ClearProviders();
 builder.Logging.AddConsole();
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
