@@ -1,4 +1,4 @@
-# Helpers shared by perf/proxy.sh and perf/rate.sh (sourced; they set PERF and ROOT first).
+# Helpers shared by perf/run.sh, perf/proxy.sh and perf/rate.sh (sourced; they set PERF and ROOT first).
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }

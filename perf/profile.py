@@ -150,8 +150,8 @@ def fold(script_path, out_path):
                 continue
             total += 1
             sym, dso = frames[0]
-            leaf[leaf_group(re.sub(r'\+0x[0-9a-f]+$', '', sym), dso)] += 1
-            names = {re.sub(r'\+0x[0-9a-f]+$', '', s) for s, _ in frames}
+            leaf[leaf_group(sym, dso)] += 1
+            names = {s for s, _ in frames}  # -F sym prints no offsets
             for name, syms in INCLUSIVE:
                 if names.intersection(syms):
                     inclusive[name] += 1

@@ -90,6 +90,8 @@ set -euo pipefail
 
 PERF=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$PERF")
+# shellcheck source=perf/common.sh
+. "$PERF/common.sh" # log, die, build_release
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-20}
 WARMUP_SLICE=${WARMUP_SLICE:-2}
@@ -115,8 +117,6 @@ RETRIES=${RETRIES:-6}
 NICE=${NICE:-0}
 PROFILE=${PROFILE:-0}
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
 
 # --- tools -------------------------------------------------------------------------------------
 need_apt=()
@@ -212,9 +212,8 @@ if [ -n "$BASELINE" ]; then
   if [ ! -d "$base_tree" ]; then
     git -C "$ROOT" worktree add --detach -f "$base_tree" "$base_commit" >/dev/null 2>&1 || die "could not check $BASELINE out into $base_tree"
   fi
-  log "building perf/BenchmarkApp at $BASELINE (${base_commit:0:12}) for the baseline"
-  dotnet build "$base_tree/perf/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-path "$base_tree/perf/.artifacts" -nologo -v q >/dev/null \
-    || { dotnet build "$base_tree/perf/BenchmarkApp/BenchmarkApp.csproj" -c Release --artifacts-path "$base_tree/perf/.artifacts" -nologo -v q | tail -30; die "baseline build failed"; }
+  log "the baseline: $BASELINE (${base_commit:0:12}) in ${base_tree#"$ROOT"/}"
+  (ROOT=$base_tree PERF=$base_tree/perf build_release perf/BenchmarkApp/BenchmarkApp.csproj) || die "baseline build failed"
   BASE_APP="$base_tree/perf/.artifacts/bin/BenchmarkApp/release/BenchmarkApp"
   [ -x "$BASE_APP" ] || die "$BASE_APP was not built"
   [[ " $TRANSPORTS " == *" baseline "* ]] || TRANSPORTS="$TRANSPORTS baseline"
