@@ -149,6 +149,15 @@ internal sealed unsafe class RingKernelLoop : IDisposable
     /// <summary><see cref="Deferred"/> read from another thread while the program may be running (tests).</summary>
     public ulong DeferredNow => Volatile.Read(ref State->Deferred);
 
+    /// <summary>
+    /// Whether the ring thread is in a waiting enter and the program is past its first two passes
+    /// (pass counts the steps of this enter, zeroed at every STOP; wait is the ring thread's, set
+    /// before the enter and cleared after it): it sleeps in the kernel, or is about to, with
+    /// nothing ready. Read from another thread while the program may be running (tests): a post
+    /// seen as made then is woken by the eventfd, and its wake ends this very enter.
+    /// </summary>
+    public bool AsleepNow => Volatile.Read(ref State->Wait) != 0 && Volatile.Read(ref State->Pass) >= 2;
+
     /// <summary>Receives the program armed for accepted connections.</summary>
     public ulong Armed => State->Armed;
 

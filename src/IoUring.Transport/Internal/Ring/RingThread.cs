@@ -134,6 +134,12 @@ internal sealed unsafe partial class RingThread
     /// </summary>
     internal long KernelEventLoopDeferredNow => _kernelLoop is { } loop && IsRunning ? (long)loop.DeferredNow : 0;
 
+    /// <summary>
+    /// Whether the ring thread sleeps in the kernel event loop right now (RingKernelLoop.AsleepNow;
+    /// false without it). For tests, and only while the ring runs.
+    /// </summary>
+    internal bool KernelEventLoopAsleepNow => _kernelLoop is { } loop && IsRunning && loop.AsleepNow;
+
     /// <summary>Receives the kernel event loop armed for accepted connections (0 without it), copied after each enter.</summary>
     public long KernelEventLoopArmed => Volatile.Read(ref _kernelArmed);
 
