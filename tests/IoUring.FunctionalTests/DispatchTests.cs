@@ -202,7 +202,7 @@ public class DispatchTests
         foreach (int cpu in new[] { cpus[1], cpus[0] })
         {
             int expectedRing = ConnectionDispatcher.RingOfCpu(cpus, rings)[cpu];
-            Assert.Equal(ExpectedCpus(cpus, rings, expectedRing), RingThreadCpus(expectedRing));
+            Assert.Equal(ExpectedCpus(cpus, rings, expectedRing), RingThreadCpus(server.Rings[expectedRing]));
 
             // Connect from a thread pinned to the CPU: over loopback the SYN is processed on the
             // sending CPU (no RPS on lo), so that is the CPU the program sees.
@@ -357,8 +357,8 @@ public class DispatchTests
 
     private static int[] ExpectedCpus(List<int> cpus, int rings, int ring) => ConnectionDispatcher.RingOfCpu(cpus, rings).Where(e => e.Value == ring).Select(e => e.Key).Order().ToArray();
 
-    /// <summary>The CPUs the kernel lets ring thread <paramref name="ring"/> run on (/proc/self/task/*/status).</summary>
-    private static int[] RingThreadCpus(int ring)
+    /// <summary>The CPUs the kernel lets <paramref name="ring"/>'s thread run on (/proc/self/task/*/status).</summary>
+    private static int[] RingThreadCpus(RingThread ring)
     {
         string line = File.ReadAllLines(Path.Combine(RingThreadTask.Of(ring), "status")).Single(l => l.StartsWith("Cpus_allowed_list:", StringComparison.Ordinal));
         return ParseCpuList(line["Cpus_allowed_list:".Length..].Trim());

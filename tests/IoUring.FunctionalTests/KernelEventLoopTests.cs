@@ -154,14 +154,14 @@ public class KernelEventLoopTests
         // Over a quiet two seconds a loop that spun in the kernel (CONTINUE without a wait) would
         // burn the whole time on its thread; a sleeping one nothing, or a tick or two.
         await TestWait.UntilAsync(() => ring.KernelEventLoopSleeps > 0, () => "the ring never slept in the kernel");
-        long before = RingThreadCpuTicks(ring.Index);
+        long before = RingThreadCpuTicks(ring);
         await Task.Delay(TimeSpan.FromSeconds(2), TestContext.Current.CancellationToken); // the window measured, not a wait for an event
-        long used = RingThreadCpuTicks(ring.Index) - before;
+        long used = RingThreadCpuTicks(ring) - before;
         Assert.True(used < 10, $"the idle ring's thread used {used} clock ticks of CPU in two seconds");
     }
 
-    /// <summary>User plus system CPU time of ring thread <paramref name="ring"/>, in clock ticks (proc(5): stat fields 14 and 15).</summary>
-    private static long RingThreadCpuTicks(int ring)
+    /// <summary>User plus system CPU time of <paramref name="ring"/>'s thread, in clock ticks (proc(5): stat fields 14 and 15).</summary>
+    private static long RingThreadCpuTicks(RingThread ring)
     {
         string stat = System.IO.File.ReadAllText(System.IO.Path.Combine(RingThreadTask.Of(ring), "stat"));
         // pid (comm) state ...: the name may hold spaces; the fields follow the last ')', field 3 (state) first.

@@ -134,6 +134,9 @@ internal sealed unsafe partial class RingThread
     /// </summary>
     internal long KernelEventLoopDeferredNow => _kernelLoop is { } loop && IsRunning ? (long)loop.DeferredNow : 0;
 
+    /// <summary>The ring thread's id in the kernel (gettid(2); its /proc/self/task entry), set when the thread starts.</summary>
+    internal int OsThreadId { get; private set; }
+
     /// <summary>
     /// Whether the ring thread sleeps in the kernel event loop right now (RingKernelLoop.AsleepNow;
     /// false without it). For tests, and only while the ring runs.
@@ -373,6 +376,7 @@ internal sealed unsafe partial class RingThread
 
     private void Run()
     {
+        OsThreadId = Libc.GetTid(); // before the start is signalled: whoever waited for the start reads it
         try
         {
             // SINGLE_ISSUER binds the ring to the creating thread, so it is created here. (A
