@@ -68,7 +68,7 @@ public class KernelEventLoopArmingTests
 
         // The client connects and sends while the ring thread is busy in user space, so both the
         // connection and its bytes are in the kernel when the ring next enters.
-        using RawConnection client = await WhileTheRingIsHeldAsync(ring, async () =>
+        using RawConnection client = await RingHold.WhileHeldAsync(ring, async () =>
         {
             RawConnection c = await RawConnection.ConnectAsync(server.Port);
             await c.SendAsync("hello");
@@ -110,7 +110,7 @@ public class KernelEventLoopArmingTests
         RingThread ring = server.Group.Rings[0];
         async Task OneAsync()
         {
-            using RawConnection client = await WhileTheRingIsHeldAsync(ring, async () =>
+            using RawConnection client = await RingHold.WhileHeldAsync(ring, async () =>
             {
                 RawConnection c = await RawConnection.ConnectAsync(server.Port);
                 await c.SendAsync("ping");
@@ -158,7 +158,7 @@ public class KernelEventLoopArmingTests
 
         // All of them accepted in one enter: the program arms as many as it has tags for, the
         // ring thread arms the rest.
-        List<RawConnection> clients = await WhileTheRingIsHeldAsync(ring, async () =>
+        List<RawConnection> clients = await RingHold.WhileHeldAsync(ring, async () =>
         {
             var list = new List<RawConnection>();
             for (int i = 0; i < Clients; i++)
@@ -256,7 +256,7 @@ public class KernelEventLoopArmingTests
         // Three clients gone before the ring thread looks: one with data and a FIN, one with only a
         // FIN, one with data and a reset (linger 0). Each connection's receive was armed in the
         // kernel with its accept; what it reports ends the connection as it would have otherwise.
-        await WhileTheRingIsHeldAsync(ring, async () =>
+        await RingHold.WhileHeldAsync(ring, async () =>
         {
             using (RawConnection c = await RawConnection.ConnectAsync(server.Port))
             {
@@ -308,7 +308,7 @@ public class KernelEventLoopArmingTests
         // then its setup fails: the descriptor is closed (the client sees the end), the receive is
         // cancelled by its user_data, its buffer goes back and its slot is freed on its last CQE.
         hooks.FailConnectionSetups = 1;
-        using (RawConnection failed = await WhileTheRingIsHeldAsync(ring, async () =>
+        using (RawConnection failed = await RingHold.WhileHeldAsync(ring, async () =>
         {
             RawConnection c = await RawConnection.ConnectAsync(server.Port);
             await c.SendAsync("lost");
@@ -353,7 +353,7 @@ public class KernelEventLoopArmingTests
             // reserved: whichever the ring sees first, the client is served or refused, the unused
             // reservations are withdrawn, and the ring ends with nothing left.
             Task stopped = Task.CompletedTask;
-            using RawConnection late = await WhileTheRingIsHeldAsync(ring, async () =>
+            using RawConnection late = await RingHold.WhileHeldAsync(ring, async () =>
             {
                 RawConnection c = await RawConnection.ConnectAsync(server.Port);
                 await c.SendAsync("late");
@@ -412,39 +412,5 @@ public class KernelEventLoopArmingTests
         {
             File.Delete(path);
         }
-    }
-
-    /// <summary>
-    /// Runs <paramref name="action"/> while the ring thread is held in a posted work item, so what
-    /// it makes happen in the kernel (connections, their bytes) is all there when the ring next enters.
-    /// </summary>
-    private static async Task<T> WhileTheRingIsHeldAsync<T>(RingThread ring, Func<Task<T>> action)
-    {
-        // Not disposed: the ring thread may still be inside release.Wait when this returns (a
-        // disposed event throws there, and a throw from work without a slot fails the ring).
-        var entered = new ManualResetEventSlim();
-        var release = new ManualResetEventSlim();
-        ring.Post(new BlockingWork(entered, release), 0);
-        Assert.True(entered.Wait(TestWait.Default, TestContext.Current.CancellationToken), "the ring thread never ran the blocking work");
-        try
-        {
-            return await action();
-        }
-        finally
-        {
-            release.Set();
-        }
-    }
-
-    /// <summary>Holds the ring thread until released.</summary>
-    private sealed class BlockingWork(ManualResetEventSlim entered, ManualResetEventSlim release) : IRingWork
-    {
-        public void Execute(RingThread ring, int operation)
-        {
-            entered.Set();
-            release.Wait(TestWait.Default);
-        }
-
-        public void Reject(int operation, Exception error) => entered.Set();
     }
 }

@@ -393,18 +393,6 @@ public class KernelEventLoopDeferralTests
         }
     }
 
-    /// <summary>Holds the ring thread until released: posts made meanwhile run in its next turn, together.</summary>
-    private sealed class BlockingWork(ManualResetEventSlim entered, ManualResetEventSlim release) : IRingWork
-    {
-        public void Execute(RingThread ring, int operation)
-        {
-            entered.Set();
-            release.Wait(TestWait.Default);
-        }
-
-        public void Reject(int operation, Exception error) => entered.Set();
-    }
-
     /// <summary>A post that does nothing: its only effect is the wake, which brings back what the kernel event loop held (ObservabilityTests uses it too).</summary>
     internal sealed class NoWork : IRingWork
     {

@@ -110,6 +110,26 @@ internal unsafe struct Sqe
         BufGroup = bufferGroup;
     }
 
+    /// <summary>
+    /// A single receive (io_uring_prep_recv(3)) into a buffer the kernel picks from provided buffer
+    /// group <paramref name="bufferGroup"/>, as long as that buffer: one CQE, without IORING_CQE_F_MORE.
+    /// </summary>
+    public void PrepRecvSelect(int fd, ushort bufferGroup, int flags = 0)
+    {
+        // Length 0 with a buffer ring: the selected buffer's own length (io_ring_buffer_select,
+        // io_uring/kbuf.c, since the buffer rings of Linux 5.19).
+        PrepRw(Op.Recv, fd, 0, 0, 0);
+        OpFlags = (uint)flags;
+        Flags = SqeFlags.BufferSelect;
+        BufGroup = bufferGroup;
+    }
+
+    /// <summary>
+    /// IORING_RECVSEND_POLL_FIRST on a prepared receive or send: the kernel skips the attempt at
+    /// submission and waits for the socket's readiness first (io_uring_prep_recv(3)).
+    /// </summary>
+    public void SetPollFirst() => IoPrio |= RecvSend.PollFirst;
+
     /// <summary>io_uring_prep_send(3).</summary>
     public void PrepSend(int fd, void* buffer, uint length, int flags)
     {

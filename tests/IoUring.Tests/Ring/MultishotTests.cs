@@ -218,6 +218,85 @@ public unsafe class MultishotTests
         Assert.Equal(Errno.EEXIST, ex.Errno);
     }
 
+    /// <summary>
+    /// What the transport relies on for Unix sockets (IoUringConnection.Receive.cs): a single
+    /// receive armed after the data was taken looks at the socket again and reports the end that
+    /// came with the data. Both are in the socket before the first receive is armed, and
+    /// IORING_RECVSEND_POLL_FIRST has the kernel take them from one readiness: the order in which
+    /// a multishot receive on AF_UNIX reports the data and then waits for a wake-up that never
+    /// comes (seen on Linux 6.18 and 7.2; 6.1 and 6.12 report the end).
+    /// </summary>
+    [Fact]
+    public void ASingleReceiveOnAfUnixReportsAnEndThatCameWithTheData()
+    {
+        (int a, int b) = SocketPair();
+        try
+        {
+            using var ring = IoUring.Ring.Create();
+            using var buffers = BufferRing.Create(ring, groupId: 1, count: 8, bufferSize: 128);
+            WriteAll(a, "unix"u8);
+            using (var peer = new Socket(new SafeSocketHandle(a, ownsHandle: false)))
+            {
+                peer.Shutdown(SocketShutdown.Send);
+            }
+
+            ArmSingle(ring, b, buffers.GroupId);
+            Cqe data = WaitCqe(ring);
+            Assert.Equal(4, data.Res);
+            Assert.False(data.HasMore);
+            Assert.True(buffers.GetSpan(data.BufferId, 4).SequenceEqual("unix"u8));
+
+            ArmSingle(ring, b, buffers.GroupId);
+            Cqe end = WaitCqe(ring);
+            Assert.Equal(0, end.Res);
+        }
+        finally
+        {
+            Libc.Close(a);
+            Libc.Close(b);
+        }
+    }
+
+    /// <summary>
+    /// The same order on TCP, where the transport keeps its multishot receives: TCP reports one
+    /// byte left at a FIN (tcp_inq_hint), so the multishot receive tries again after the data and
+    /// reads the end.
+    /// </summary>
+    [Fact]
+    public void AMultishotReceiveOnTcpReportsAnEndThatCameWithTheData()
+    {
+        (Socket server, Socket client) = TcpPair();
+        using (server)
+        using (client)
+        {
+            using var ring = IoUring.Ring.Create();
+            using var buffers = BufferRing.Create(ring, groupId: 1, count: 8, bufferSize: 128);
+            client.Send("tcp!"u8);
+            client.Shutdown(SocketShutdown.Send);
+            Until(() => server.Poll(0, SelectMode.SelectRead) && server.Available == 4, () => "the data did not reach the server's socket");
+
+            Sqe* sqe = ring.GetSqe();
+            sqe->PrepRecvMultishotSelect((int)server.SafeHandle.DangerousGetHandle(), buffers.GroupId, bundle: false);
+            sqe->SetPollFirst();
+            sqe->UserData = 77;
+            Cqe data = WaitCqe(ring);
+            Assert.Equal(4, data.Res);
+            Assert.True(data.HasMore);
+            Cqe end = WaitCqe(ring);
+            Assert.Equal(0, end.Res);
+            Assert.False(end.HasMore);
+        }
+    }
+
+    private static void ArmSingle(IoUring.Ring ring, int fd, ushort group)
+    {
+        Sqe* sqe = ring.GetSqe();
+        sqe->PrepRecvSelect(fd, group);
+        sqe->SetPollFirst();
+        sqe->UserData = 78;
+        ring.Submit();
+    }
+
     private static void Arm(IoUring.Ring ring, int fd, ushort group, bool bundle)
     {
         Sqe* sqe = ring.GetSqe();

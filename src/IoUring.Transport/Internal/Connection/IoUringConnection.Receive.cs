@@ -16,12 +16,37 @@ internal sealed unsafe partial class IoUringConnection
     private int _resumePosted;          // 1 while a ResumeReceive is posted (any thread)
     private long _startEnters;          // the ring's enters when the connection started (ring thread; EntersBeforeFirstData)
 
+    // Multishot on TCP; one receive at a time on AF_UNIX, where a multishot receive can miss the
+    // peer's end (seen on Linux 6.18 and 7.2, not on 6.1 or 6.12): AF_UNIX reports how much is left to read (SO_INQ,
+    // msg_inq), and once a receive took everything, io_uring's multishot receive waits for the
+    // socket's next wake-up instead of trying again (io_recv_finish, io_uring/net.c). A FIN that
+    // arrived with the data had its wake-up already, so its end of stream waits for a wake-up
+    // that never comes, and the connection with it (TCP reports 1 left at FIN, tcp_inq_hint, so it
+    // tries again and reads the end). A single receive armed anew looks at the socket each time.
+    // MultishotTests shows both. A Unix connection whose multishot receive the kernel event loop
+    // armed at accept cancels it at once and arms single ones from then on (Start).
+    private readonly bool _multishotReceive;
+    private readonly bool _receivePollFirst; // TransportTestHooks.ReceivePollFirst (set once)
+
     private bool CanReceive => !Is(RingState.InputDone) && Volatile.Read(ref _receivePaused) == 0 && !Is(RingState.ShutdownIssued);
 
     private void ArmReceive()
     {
         Sqe* sqe = _ring.GetSqe(OpKind.Recv, _slot);
-        sqe->PrepRecvMultishotSelect(_fd, _ring.Buffers.GroupId, bundle: false);
+        if (_multishotReceive)
+        {
+            sqe->PrepRecvMultishotSelect(_fd, _ring.Buffers.GroupId, bundle: false);
+        }
+        else
+        {
+            sqe->PrepRecvSelect(_fd, _ring.Buffers.GroupId); // its CQE has no F_MORE: OnReceive arms the next
+        }
+
+        if (_receivePollFirst)
+        {
+            sqe->SetPollFirst();
+        }
+
         Set(RingState.ReceiveArmed);
     }
 

@@ -49,12 +49,14 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
     private Task _processing = Task.CompletedTask;
 
 
-    private IoUringConnection(RingThread ring, int fd, EndPoint? localEndPoint, EndPoint? remoteEndPoint,
+    private IoUringConnection(RingThread ring, int fd, AddressFamily family, EndPoint? localEndPoint, EndPoint? remoteEndPoint,
         PipeOptions outputOptions, IoUringTransportOptions options, ILogger logger, RingSlot? armed)
     {
         _ring = ring;
         _fd = fd;
         _logger = logger;
+        _multishotReceive = family != AddressFamily.Unix; // see _multishotReceive
+        _receivePollFirst = options.TestHooks?.ReceivePollFirst == true;
         MemoryPool = outputOptions.Pool;
         LocalEndPoint = localEndPoint;
         RemoteEndPoint = remoteEndPoint;
@@ -167,11 +169,18 @@ internal sealed partial class IoUringConnection : ConnectionContext, IRingComple
         {
             remote = null; // reset before we looked: the first receive reports it and the connection ends
         }
-        var connection = new IoUringConnection(ring, fd, local, remote, outputOptions, options, logger, armed);
+        var connection = new IoUringConnection(ring, fd, family, local, remote, outputOptions, options, logger, armed);
         connection._startEnters = ring.Enters;
         if (armed is not null)
         {
             connection.Set(RingState.ReceiveArmed); // by the kernel, from the accept's completion
+            if (!connection._multishotReceive)
+            {
+                // The kernel event loop arms a multishot receive, which on a Unix socket can miss
+                // the end (IoUringConnection.Receive.cs): cancel it; its last CQE (ECANCELED, or
+                // the end if that came first) has OnReceive arm a single one, which looks again.
+                connection.CancelReceive();
+            }
         }
         else
         {

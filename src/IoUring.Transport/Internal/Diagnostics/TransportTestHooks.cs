@@ -70,6 +70,15 @@ internal sealed class TransportTestHooks
     public bool KernelEventLoopPlaceBrokenTargets { get; set; }
 
     /// <summary>
+    /// Connections arm their receives with IORING_RECVSEND_POLL_FIRST: the kernel waits for the
+    /// socket's readiness before its first attempt, so data and an end that are both there when
+    /// the receive is armed are taken from one wake-up, the order that loses the end of a
+    /// multishot receive on AF_UNIX (IoUringConnection.Receive.cs) and otherwise needs a race.
+    /// Read when a connection starts.
+    /// </summary>
+    public bool ReceivePollFirst { get; set; }
+
+    /// <summary>
     /// The next this many accepted connections fail their setup (as if reading their addresses
     /// threw): the listener closes the descriptor, and gives up a receive the kernel armed for it.
     /// </summary>
