@@ -92,9 +92,19 @@ public class KernelEventLoopArmingTests
         // holding the ring the saving depends on whether the bytes beat the ring thread's wake-up:
         // an earlier version of this test counted 4.53 against 3.67 enters per connection in one
         // run and 4.90 against 4.90 in a loaded one.)
-        double without = await EntersPerConnectionAsync(reserve: 0);
-        double with = await EntersPerConnectionAsync(reserve: null);
-        TestContext.Current.TestOutputHelper?.WriteLine($"enters per connection: armed by the ring thread {without:F2}, in the kernel {with:F2}");
+        // Timing only ever adds enters (a response posted after the ring thread went to sleep costs
+        // the wake's return), and under emulation a batch can take 0.8 more per connection than
+        // the one before it (4.70 against 4.50 once, in a loaded 7.2 VM, where 3.2 against 4.5 is
+        // usual): the least of three batches of each, taken in turn, is the count with the least
+        // of that added.
+        double without = double.MaxValue, with = double.MaxValue;
+        for (int round = 0; round < 3; round++)
+        {
+            without = Math.Min(without, await EntersPerConnectionAsync(reserve: 0));
+            with = Math.Min(with, await EntersPerConnectionAsync(reserve: null));
+        }
+
+        TestContext.Current.TestOutputHelper?.WriteLine($"enters per connection, the least of three batches: armed by the ring thread {without:F2}, in the kernel {with:F2}");
         Assert.True(with < without, $"arming in the kernel: {with:F2} enters per connection, against {without:F2} without");
     }
 
