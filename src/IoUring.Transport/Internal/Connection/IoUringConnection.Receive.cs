@@ -17,13 +17,13 @@ internal sealed unsafe partial class IoUringConnection
     private long _startEnters;          // the ring's enters when the connection started (ring thread; EntersBeforeFirstData)
 
     // Multishot on TCP; one receive at a time on AF_UNIX, where a multishot receive can miss the
-    // peer's end (seen on Linux 6.18 and 7.2, not on 6.1 or 6.12): AF_UNIX reports how much is left to read (SO_INQ,
-    // msg_inq), and once a receive took everything, io_uring's multishot receive waits for the
-    // socket's next wake-up instead of trying again (io_recv_finish, io_uring/net.c). A FIN that
-    // arrived with the data had its wake-up already, so its end of stream waits for a wake-up
-    // that never comes, and the connection with it (TCP reports 1 left at FIN, tcp_inq_hint, so it
-    // tries again and reads the end). A single receive armed anew looks at the socket each time.
-    // MultishotTests shows both. A Unix connection whose multishot receive the kernel event loop
+    // peer's end (seen on Linux 6.18 and 7.2, not on 6.1 or 6.12): AF_UNIX reports how much is
+    // left to read (SO_INQ, msg_inq), and once a receive took everything, io_uring's multishot
+    // receive waits for the socket's next wake-up instead of trying again (io_recv_finish,
+    // io_uring/net.c). A FIN that arrived with the data had its wake-up already, so its end of
+    // stream waits for a wake-up that never comes, and the connection with it (TCP reports 1 left
+    // at FIN, tcp_inq_hint, so it tries again and reads the end). A single receive armed anew
+    // looks at the socket each time. MultishotTests shows both. A Unix connection whose multishot receive the kernel event loop
     // armed at accept cancels it at once and arms single ones from then on (Start).
     private readonly bool _multishotReceive;
     private readonly bool _receivePollFirst; // TransportTestHooks.ReceivePollFirst (set once)
